@@ -1,0 +1,168 @@
+"""Service settings, read once from the environment and `.env`.
+
+Names follow the service's own convention (`S3_*`), but the names that users of the
+original challenge already have in their `.env` (`MINIO_ENDPOINT`, `MINIO_ACCESS_KEY`,
+`MINIO_SECRET_KEY`) are accepted too, so an existing `.env` keeps working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ApiScope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One entry of `API_KEYS`: `read:KEY`, `write:KEY`, or a bare `KEY` with both scopes."""
+
+    secret: SecretStr
+    scopes: frozenset[ApiScope]
+
+    @classmethod
+    def parse(cls, entry: str) -> ApiKey:
+        scope_name, separator, secret = entry.partition(":")
+        if not separator:
+            return cls(SecretStr(entry), frozenset(ApiScope))
+        try:
+            scope = ApiScope(scope_name.strip().lower())
+        except ValueError:
+            allowed = ", ".join(s.value for s in ApiScope)
+            raise ValueError(f"unknown API key scope {scope_name!r} (allowed: {allowed})") from None
+        if not secret:
+            raise ValueError(f"API key entry {entry!r} has a scope but no key")
+        return cls(SecretStr(secret), frozenset({scope}))
+
+
+def _redact_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    metadata_database_url: str = "postgresql://postgres@127.0.0.1:5432/sensor_metadata"
+    timeseries_database_url: str = "postgresql://postgres@127.0.0.1:5432/sensor_timeseries"
+
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("S3_ENDPOINT_URL", "MINIO_ENDPOINT"),
+        description="S3 API endpoint; MINIO_ENDPOINT's bare host:port gets http://.",
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("S3_ACCESS_KEY_ID", "MINIO_ACCESS_KEY")
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("S3_SECRET_ACCESS_KEY", "MINIO_SECRET_KEY")
+    )
+    s3_bucket: str = Field(default="code-challenge-data", min_length=3, max_length=63)
+    s3_region: str = "us-east-1"
+    mapping_key: str = Field(default="mapping.csv", min_length=1)
+    timeseries_prefix: str = "Timeseries/"
+    source_timezone: str = "Europe/Berlin"
+
+    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
+
+    migrate_on_startup: bool = True
+    migrations_dir: Path = REPOSITORY_ROOT / "db_init"
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    db_command_timeout_seconds: float = Field(default=60.0, gt=0)
+    startup_timeout_seconds: float = Field(
+        default=30.0, ge=0, description="How long startup waits for the databases to accept us."
+    )
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("metadata_database_url", "timeseries_database_url")
+    @classmethod
+    def _postgres_dsn(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"postgresql", "postgres"}:
+            raise ValueError(f"expected a postgresql:// URL, got scheme {scheme!r}")
+        return value
+
+    @field_validator("s3_endpoint_url", mode="before")
+    @classmethod
+    def _endpoint_with_scheme(cls, value: Any) -> Any:
+        # MINIO_ENDPOINT is host:port without a scheme, as the minio client takes it.
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            if "://" not in value:
+                value = f"http://{value}"
+            if urlsplit(value).scheme not in {"http", "https"}:
+                raise ValueError(f"S3 endpoint must be http(s)://host:port, got {value!r}")
+        return value
+
+    @field_validator("timeseries_prefix")
+    @classmethod
+    def _prefix_is_a_folder(cls, value: str) -> str:
+        value = value.lstrip("/")
+        return value if not value or value.endswith("/") else f"{value}/"
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            entries = [entry.strip() for entry in value.split(",")]
+            return tuple(ApiKey.parse(entry) for entry in entries if entry)
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    @property
+    def source_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.source_timezone)
+
+    def describe(self) -> dict[str, str]:
+        """Settings safe to print: DSN passwords and S3 secrets are masked."""
+        return {
+            "metadata_database_url": _redact_dsn(self.metadata_database_url),
+            "timeseries_database_url": _redact_dsn(self.timeseries_database_url),
+            "s3_endpoint_url": self.s3_endpoint_url or "(AWS default)",
+            "s3_bucket": self.s3_bucket,
+            "mapping_key": self.mapping_key,
+            "timeseries_prefix": self.timeseries_prefix,
+            "source_timezone": self.source_timezone,
+            "api_keys": f"{len(self.api_keys)} configured",
+        }

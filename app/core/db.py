@@ -1,0 +1,76 @@
+"""asyncpg pools for the two databases: codecs are registered once, in the pool's init."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeAlias
+
+import asyncpg
+import orjson
+from asyncpg.pool import PoolConnectionProxy
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+logger = logging.getLogger(__name__)
+
+# What repositories take: a plain connection or one borrowed from a pool.
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+
+# What "the database is not up yet" looks like to asyncpg: refused or reset connections, a
+# server still starting, or DNS not yet resolving a compose service name.
+TRANSIENT_CONNECT_ERRORS = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    TimeoutError,
+)
+
+
+def _dump_json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name, encoder=_dump_json, decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    application_name: str,
+    min_size: int,
+    max_size: int,
+    command_timeout: float,
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min(min_size, max_size),
+        max_size=max_size,
+        command_timeout=command_timeout,
+        init=_init_connection,
+        # Sessions run in UTC so that any server-side rendering of timestamptz is unambiguous.
+        server_settings={"application_name": application_name, "timezone": "UTC"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect_with_retry(dsn: str, *, timeout_seconds: float) -> asyncpg.Connection:
+    """One connection, retried with backoff while the server is still coming up."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(timeout_seconds),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        retry=retry_if_exception_type(TRANSIENT_CONNECT_ERRORS),
+        reraise=True,
+    ):
+        with attempt:
+            return await asyncpg.connect(dsn, timeout=5, server_settings={"timezone": "UTC"})
+    raise AssertionError("unreachable: tenacity reraises the last error")

@@ -1,0 +1,99 @@
+"""The service's one error hierarchy, mapped to HTTP in exactly one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    status_code = 500
+    error = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(AppError):
+    status_code = 404
+    error = "not_found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    error = "conflict"
+
+
+class InvalidInput(AppError):
+    status_code = 422
+    error = "invalid_input"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    error = "service_unavailable"
+
+
+class ErrorBody(BaseModel):
+    """Every error response has this shape."""
+
+    error: str
+    detail: Any
+
+
+def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route, so the OpenAPI lists the errors it really returns."""
+    return {
+        error.status_code: {"model": ErrorBody, "description": error.__name__} for error in errors
+    }
+
+
+def _body(error: str, detail: Any, status_code: int) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content=jsonable_encoder({"error": error, "detail": detail})
+    )
+
+
+def _describe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    described = []
+    for problem in exc.errors():
+        location = ".".join(str(part) for part in problem.get("loc", ()))
+        described.append({"loc": location, "msg": problem.get("msg"), "type": problem.get("type")})
+    return described
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    async def app_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, AppError)
+        return _body(exc.error, exc.message, exc.status_code)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _body(InvalidInput.error, _describe_validation_errors(exc), 422)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = _body(error, exc.detail, exc.status_code)
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _body(AppError.error, "internal server error; see the service log", 500)
+
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

@@ -1,0 +1,80 @@
+"""What the service owns while it runs: two asyncpg pools and one S3 client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from fastapi import FastAPI
+
+from app.core.config import Settings
+from app.core.db import connect_with_retry, create_pool
+from app.core.migrations import Database, apply_migrations
+from app.storage.s3 import S3Client, open_s3_client
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    metadata_pool: asyncpg.Pool
+    timeseries_pool: asyncpg.Pool
+    s3: S3Client
+
+
+async def migrate_databases(settings: Settings) -> dict[Database, list[str]]:
+    """Apply pending migrations to both databases, waiting for them to come up first."""
+    applied = {}
+    for database, dsn in (
+        (Database.METADATA, settings.metadata_database_url),
+        (Database.TIMESERIES, settings.timeseries_database_url),
+    ):
+        connection = await connect_with_retry(dsn, timeout_seconds=settings.startup_timeout_seconds)
+        try:
+            applied[database] = await apply_migrations(
+                connection, database, settings.migrations_dir
+            )
+        finally:
+            await connection.close()
+    return applied
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    async with AsyncExitStack() as stack:
+        if settings.migrate_on_startup:
+            await migrate_databases(settings)
+        pools = []
+        for name, dsn in (
+            ("metadata", settings.metadata_database_url),
+            ("timeseries", settings.timeseries_database_url),
+        ):
+            # Startup waits for the database (compose starts everything at once); later
+            # outages show up in /readyz instead of crashing the process.
+            probe = await connect_with_retry(dsn, timeout_seconds=settings.startup_timeout_seconds)
+            await probe.close()
+            pool = await create_pool(
+                dsn,
+                application_name=f"sensor-service/{name}",
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+                command_timeout=settings.db_command_timeout_seconds,
+            )
+            stack.push_async_callback(pool.close)
+            pools.append(pool)
+        s3 = await open_s3_client(settings, stack)
+        yield Resources(settings, metadata_pool=pools[0], timeseries_pool=pools[1], s3=s3)
+
+
+def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Resources]]:
+        async with open_resources(settings) as resources:
+            logger.info("sensor-service ready: %s", settings.describe())
+            yield {"resources": resources}
+
+    return lifespan

@@ -1,0 +1,42 @@
+"""ASGI entry point: `uvicorn app.main:app`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from app.core.config import Settings
+from app.core.errors import register_error_handlers
+from app.core.lifespan import lifespan_for
+from app.health.router import router as health_router
+
+DESCRIPTION = """
+Sensor readings from an S3 bucket of CSV files, by sensor **name**.
+
+* Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = FastAPI(
+        title="sensor-service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan_for(settings),
+    )
+    register_error_handlers(app)
+    app.include_router(health_router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn app.main:app` builds the app on first access, not at import time, so that
+    # importing this module (tests, tooling) never reads the environment.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,98 @@
+"""`make dev` as a new user runs it: a real process that starts SeaweedFS, seeds demo data,
+serves the API, and stops everything it started on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from app.core.config import REPOSITORY_ROOT
+from app.devstack.ports import free_port_block
+from app.devstack.postgres import with_database
+from tests.conftest import ADMIN_POSTGRES_URL
+
+
+def _children_named(process: psutil.Process, name: str) -> list[psutil.Process]:
+    return [child for child in process.children(recursive=True) if child.name() == name]
+
+
+async def _drop_databases(names: list[str]) -> None:
+    admin = await asyncpg.connect(ADMIN_POSTGRES_URL)
+    for name in names:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.fixture
+def throwaway_database_names() -> Iterator[list[str]]:
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"sensor_test_dev_{suffix}_metadata", f"sensor_test_dev_{suffix}_timeseries"]
+    yield names
+    asyncio.run(_drop_databases(names))
+
+
+def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
+    tmp_path: Path, throwaway_database_names: list[str]
+) -> None:
+    api_port = free_port_block((0,))
+    s3_port = free_port_block((-3, -2, -1, 0, 2, 7, 8, 9, 10, 12))
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPOSITORY_ROOT),
+        "METADATA_DATABASE_URL": with_database(ADMIN_POSTGRES_URL, throwaway_database_names[0]),
+        "TIMESERIES_DATABASE_URL": with_database(ADMIN_POSTGRES_URL, throwaway_database_names[1]),
+        # Nothing listens here, so make dev must start its own S3 server on this port.
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "API_KEYS": "",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.devstack", "--port", str(api_port)],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = None
+        deadline = time.monotonic() + 120
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}") as http:
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    ready = http.get("/readyz")
+                    if ready.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+            assert ready is not None, "the API never answered"
+            assert ready.status_code == 200, ready.text
+            docs = http.get("/docs")
+            assert docs.status_code == 200
+        weeds = _children_named(psutil.Process(process.pid), "weed")
+        assert len(weeds) == 1
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert f"http://127.0.0.1:{api_port}/docs" in text
+    assert "starting SeaweedFS" in text
+    assert "uploaded" in text
+    api_key = (tmp_path / ".dev/api_key").read_text().strip()
+    assert api_key in text
+    assert not weeds[0].is_running(), "SeaweedFS outlived make dev"
