@@ -18,7 +18,7 @@ import typer
 import uvicorn
 
 from app.core.config import Settings
-from app.devdata import DatasetSpec, generate_dataset
+from app.devdata import MANIFEST_NAME, DatasetSpec, generate_dataset
 from app.devdata.upload import upload_directory
 from app.devstack.postgres import EmbeddedPostgres, ensure_database, server_answers, with_database
 from app.devstack.seaweed import SeaweedServer, s3_endpoint_answers
@@ -98,12 +98,13 @@ def _prepare_object_store(settings: Settings, stack: ExitStack) -> dict[str, str
 
 async def _seed_demo_data(settings: Settings, preset: str) -> None:
     dataset_dir = DEV_DIR / f"devdata-{preset}"
-    if not (dataset_dir / "bucket").is_dir():
+    # The manifest is written last: without it, an earlier run was interrupted.
+    if not (dataset_dir / MANIFEST_NAME).exists():
         started = time.perf_counter()
-        manifest = generate_dataset(DatasetSpec.preset(preset), dataset_dir)
+        manifest = generate_dataset(DatasetSpec.preset(preset), dataset_dir, overwrite=True)
         _say(
             f"generated the {preset!r} dataset: {manifest.rows_written:,} rows in "
-            f"{manifest.files} files ({time.perf_counter() - started:.1f}s)"
+            f"{len(manifest.files)} files ({time.perf_counter() - started:.1f}s)"
         )
     async with AsyncExitStack() as stack:
         s3 = await open_s3_client(settings, stack)
