@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app.core.config import Settings
 from app.core.errors import register_error_handlers
@@ -23,7 +24,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = FastAPI(
+    # Swagger UI and ReDoc assets are served by the service itself, not from a CDN, so the
+    # docs work on isolated networks too.
+    app = FastAPIOffline(
         title="sensor-service",
         version="0.1.0",
         description=DESCRIPTION,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import httpx
 from asgi_lifespan import LifespanManager
@@ -97,6 +99,15 @@ async def test_openapi_and_swagger_ui_are_served(client: httpx.AsyncClient) -> N
     docs = await client.get("/docs")
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
+    # The page's assets come from the service itself, so the docs render offline.
+    assert "cdn." not in docs.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert {url.rsplit("/", 1)[-1] for url in assets} >= {"swagger-ui-bundle.js", "swagger-ui.css"}
+    for url in assets:
+        assert url.startswith("/"), url
+        served = await client.get(url)
+        assert served.status_code == 200, url
+        assert len(served.content) > 1_000
 
 
 async def test_unknown_route_gets_the_standard_error_body(client: httpx.AsyncClient) -> None:
