@@ -116,7 +116,7 @@ def main() -> None:
     print(f"rows/s            {manifest.rows_written / seconds:,.0f}")
     print(f"MB/s              {generate_rate:,.1f}")
     print(f"peak RSS          {sampler.peak / 1e6:,.0f} MB (sampled)")
-    print(f"ru_maxrss         {max_rss_kib / 1e3:,.0f} MB (whole process, incl. warm-up and baselines)")
+    print(f"ru_maxrss         {max_rss_kib / 1e3:,.0f} MB (process, incl. warm-up + baselines)")
     print(f"RSS growth        {(sampler.peak - baseline_rss) / 1e6:,.0f} MB over the imports")
     print(f"plain write MB/s  {ceiling_rate:,.1f} (same bytes, buffered writes of one line)")
     print(f"ratio             {generate_rate / ceiling_rate:.2f} of the plain-write ceiling")

