@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -70,7 +70,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         yield Resources(settings, metadata_pool=pools[0], timeseries_pool=pools[1], s3=s3)
 
 
-def lifespan_for(settings: Settings):  # type: ignore[no-untyped-def]
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Resources]]]
+
+
+def lifespan_for(settings: Settings) -> Lifespan:
+    """The app's lifespan: resources exist between startup and shutdown, nowhere else."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Resources]]:
         async with open_resources(settings) as resources:
