@@ -1,15 +1,39 @@
-"""Command line: `python -m app migrate` (more commands arrive with ingestion and readings)."""
+"""Command line: `python -m app migrate | ingest mapping | ingest timeseries | serve`."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+from uuid import UUID
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from app.core.config import Settings
-from app.core.lifespan import migrate_databases
+from app.core.lifespan import Resources, migrate_databases, open_resources
+from app.ingest import service as ingest_service
+from app.ingest.schemas import TimeseriesIngestRequest
+from app.jobs.exceptions import JobAlreadyRunning
+from app.jobs.schemas import Job, JobStatus
+from app.jobs.service import get_job
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="sensor-service commands")
+ingest_cli = typer.Typer(no_args_is_help=True, help="Load the bucket into the databases.")
+cli.add_typer(ingest_cli, name="ingest")
+
+# Exit codes: 0 succeeded (or completed with rejected rows, unless --strict), 1 failed or
+# cancelled, 2 a job of this kind is already running elsewhere, 3 rows rejected with --strict.
+EXIT_FAILED, EXIT_BUSY, EXIT_REJECTED = 1, 2, 3
 
 
 @cli.command()
@@ -20,6 +44,109 @@ def migrate() -> None:
     for database, versions in applied.items():
         done = ", ".join(versions) if versions else "up to date"
         typer.echo(f"{database.value}: {done}")
+
+
+async def _run_job(
+    start: Callable[[Resources], Awaitable[UUID]], settings: Settings, quiet: bool
+) -> Job:
+    console = Console(stderr=True)
+    async with open_resources(settings) as resources:
+        job_id = await start(resources)
+        console.print(f"job {job_id} started")
+        context = resources.jobs.live_context(job_id)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[rows]} rows"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+        ) as progress:
+            task = progress.add_task("ingesting", total=None, rows="0")
+            waiter = asyncio.ensure_future(resources.jobs.wait(job_id))
+            while not waiter.done():
+                if context is not None:
+                    counters = context.counters
+                    progress.update(
+                        task,
+                        total=counters.bytes_total or None,
+                        completed=counters.bytes_done,
+                        rows=f"{counters.rows_read:,}",
+                        description=f"{counters.objects_done}/{counters.objects_total} objects",
+                    )
+                await asyncio.wait([waiter], timeout=0.2)
+        async with resources.metadata_pool.acquire() as connection:
+            return await get_job(connection, job_id)
+
+
+def _report(job: Job, settings: Settings, strict: bool) -> None:
+    typer.echo(
+        f"{job.status.value}: {job.objects_done}/{job.objects_total} objects, "
+        f"{job.rows_read:,} rows read, {job.rows_inserted:,} inserted, "
+        f"{job.rows_duplicate:,} duplicate, {job.rows_rejected:,} rejected"
+        + (f", {job.rows_per_second:,.0f} rows/s" if job.rows_per_second else "")
+    )
+    for error in job.errors[:10]:
+        typer.echo(f"  {error.object_key}:{error.line_number}: {error.reason}", err=True)
+    if job.rejected_rows_key:
+        typer.echo(f"every rejected row: s3://{settings.s3_bucket}/{job.rejected_rows_key}")
+    if job.failure_reason:
+        typer.echo(f"reason: {job.failure_reason}", err=True)
+    if job.status in {JobStatus.FAILED, JobStatus.CANCELLED}:
+        raise typer.Exit(EXIT_FAILED)
+    if strict and job.status is JobStatus.COMPLETED_WITH_ERRORS:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+def _run_and_report(
+    start: Callable[[Resources], Awaitable[UUID]], quiet: bool, strict: bool
+) -> None:
+    settings = Settings()
+    try:
+        job = asyncio.run(_run_job(start, settings, quiet))
+    except JobAlreadyRunning as busy:
+        typer.echo(busy.message, err=True)
+        raise typer.Exit(EXIT_BUSY) from None
+    _report(job, settings, strict)
+
+
+QuietOption = Annotated[bool, typer.Option(help="No progress bar.")]
+StrictOption = Annotated[bool, typer.Option(help="Exit with 3 if any row was rejected.")]
+
+
+@ingest_cli.command("mapping")
+def ingest_mapping(quiet: QuietOption = False, strict: StrictOption = False) -> None:
+    """Load MAPPING_KEY (sensor_name;sensor_uuid) into the sensor registry."""
+    _run_and_report(ingest_service.start_mapping_job, quiet, strict)
+
+
+@ingest_cli.command("timeseries")
+def ingest_timeseries(
+    prefix: Annotated[str | None, typer.Option(help="Instead of TIMESERIES_PREFIX.")] = None,
+    on_error: Annotated[str, typer.Option(help="skip_row or abort.")] = "skip_row",
+    max_errors: Annotated[int | None, typer.Option(help="Stop after this many rejections.")] = None,
+    reload: Annotated[bool, typer.Option(help="Ignore the ledger of loaded objects.")] = False,
+    quiet: QuietOption = False,
+    strict: StrictOption = False,
+) -> None:
+    """Load every .csv / .csv.gz under the prefix into readings, exactly once."""
+    try:
+        request = TimeseriesIngestRequest(
+            prefix=prefix,
+            on_error=on_error,
+            max_errors=max_errors,
+            reload=reload,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+    async def start(resources: Resources) -> UUID:
+        return await ingest_service.start_timeseries_job(resources, request)
+
+    _run_and_report(start, quiet, strict)
 
 
 @cli.command()

@@ -11,10 +11,13 @@ from app.core.config import Settings
 from app.core.errors import register_error_handlers
 from app.core.lifespan import lifespan_for
 from app.health.router import router as health_router
+from app.ingest.router import router as ingest_router
 
 DESCRIPTION = """
 Sensor readings from an S3 bucket of CSV files, by sensor **name**.
 
+* Ingestion: `POST /ingest/mapping`, `POST /ingest/timeseries` start background jobs;
+  `GET /ingest/jobs/{id}` shows their progress, `DELETE` cancels.
 * Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
 """
 
@@ -34,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     register_error_handlers(app)
     app.include_router(health_router)
+    app.include_router(ingest_router)
     return app
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import asyncpg
 
 from app.core.config import REPOSITORY_ROOT
@@ -15,3 +18,28 @@ async def migrate_fresh_databases(metadata_url: str, timeseries_url: str) -> Non
             await apply_migrations(connection, database, REPOSITORY_ROOT / "db_init")
         finally:
             await connection.close()
+
+
+async def wait_for_job(client: Any, job_id: str, limit_seconds: float = 60.0) -> dict[str, Any]:
+    """Poll GET /ingest/jobs/{id} until the job has finished; return its last state."""
+    deadline = asyncio.get_running_loop().time() + limit_seconds
+    while True:
+        response = await client.get(f"/ingest/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"job {job_id} still {job['status']} after {limit_seconds}s: {job}"
+            )
+        await asyncio.sleep(0.05)
+
+
+async def run_job(client: Any, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST an ingestion, check the 202 contract, and wait for the job to finish."""
+    response = await client.post(path, json=body) if body is not None else await client.post(path)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/ingest/jobs/{job['id']}"
+    return await wait_for_job(client, job["id"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     mapping_key: str = Field(default="mapping.csv", min_length=1)
     timeseries_prefix: str = "Timeseries/"
     source_timezone: str = "Europe/Berlin"
+
+    dst_ambiguous: Literal["infer", "earliest", "latest", "reject"] = Field(
+        default="infer",
+        description="Naive times in the repeated autumn hour: infer from row order, "
+        "take the first (summer) or second (winter) occurrence, or reject the row.",
+    )
+    dst_nonexistent: Literal["shift_forward", "reject"] = Field(
+        default="shift_forward",
+        description="Naive times in the skipped spring hour: read with the offset before the "
+        "gap (02:30 -> 03:30 summer time), or reject the row.",
+    )
+    ingest_workers: int = Field(
+        default=2, ge=1, le=16, description="Objects loaded in parallel, one connection each."
+    )
 
     api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
 

@@ -19,9 +19,11 @@ class AppError(Exception):
     status_code = 500
     error = "internal_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, context: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # Machine-readable facts about the error, e.g. the id of the job that blocks a new one.
+        self.context = context
 
 
 class NotFound(AppError):
@@ -49,6 +51,7 @@ class ErrorBody(BaseModel):
 
     error: str
     detail: Any
+    context: dict[str, Any] | None = None
 
 
 def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
@@ -58,10 +61,13 @@ def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _body(error: str, detail: Any, status_code: int) -> JSONResponse:
-    return JSONResponse(
-        status_code=status_code, content=jsonable_encoder({"error": error, "detail": detail})
-    )
+def _body(
+    error: str, detail: Any, status_code: int, context: dict[str, Any] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": error, "detail": detail}
+    if context:
+        body["context"] = context
+    return JSONResponse(status_code=status_code, content=jsonable_encoder(body))
 
 
 def _describe_validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -75,7 +81,7 @@ def _describe_validation_errors(exc: RequestValidationError) -> list[dict[str, A
 def register_error_handlers(app: FastAPI) -> None:
     async def app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return _body(exc.error, exc.message, exc.status_code)
+        return _body(exc.error, exc.message, exc.status_code, exc.context)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

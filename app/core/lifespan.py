@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from app.core.config import Settings
 from app.core.db import connect_with_retry, create_pool
 from app.core.migrations import Database, apply_migrations
+from app.jobs.service import JobSupervisor
 from app.storage.s3 import S3Client, open_s3_client
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class Resources:
     metadata_pool: asyncpg.Pool
     timeseries_pool: asyncpg.Pool
     s3: S3Client
+    jobs: JobSupervisor
 
 
 async def migrate_databases(settings: Settings) -> dict[Database, list[str]]:
@@ -67,7 +69,13 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             stack.push_async_callback(pool.close)
             pools.append(pool)
         s3 = await open_s3_client(settings, stack)
-        yield Resources(settings, metadata_pool=pools[0], timeseries_pool=pools[1], s3=s3)
+        jobs = JobSupervisor(pools[0], settings.metadata_database_url)
+        await jobs.recover_abandoned()
+        # Runs before the pools close: jobs stop at a batch boundary and are recorded.
+        stack.push_async_callback(jobs.shutdown)
+        yield Resources(
+            settings, metadata_pool=pools[0], timeseries_pool=pools[1], s3=s3, jobs=jobs
+        )
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Resources]]]

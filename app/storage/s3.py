@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aioboto3
@@ -74,3 +76,42 @@ async def ensure_bucket(client: S3Client, bucket: str) -> bool:
             raise
     await client.create_bucket(Bucket=bucket)
     return True
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    etag: str
+    size: int
+
+
+async def list_objects(client: S3Client, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+    """Every object under `prefix`, recursively, following continuation tokens past the
+    1,000-key pages."""
+    paginator = client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield ObjectInfo(key=item["Key"], etag=item["ETag"].strip('"'), size=item["Size"])
+
+
+async def head_object(client: S3Client, bucket: str, key: str) -> ObjectInfo | None:
+    try:
+        head = await client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    return ObjectInfo(key=key, etag=head["ETag"].strip('"'), size=head["ContentLength"])
+
+
+async def stream_object(
+    client: S3Client, bucket: str, key: str, chunk_bytes: int = 1 << 20
+) -> AsyncIterator[bytes]:
+    """The object's bytes in chunks, never the whole object in memory."""
+    response = await client.get_object(Bucket=bucket, Key=key)
+    body = response["Body"]
+    try:
+        async for chunk in body.iter_chunks(chunk_bytes):
+            yield chunk
+    finally:
+        body.close()

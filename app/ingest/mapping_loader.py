@@ -1,0 +1,129 @@
+"""The mapping ingestion job: `sensor_name;sensor_uuid` into the sensor registry.
+
+The file is streamed into a staging table with COPY, then merged in one transaction. A name
+with two uuids, or a uuid with two names (in the file, or against the registry), is a
+conflict: reported, never written. Pairs already registered are left alone, so a re-run
+is a no-op.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+
+from app.core.lifespan import Resources
+from app.ingest import repository
+from app.ingest.parsing import CsvLayout, FileRejected, LineBlocks, detect_layout
+from app.ingest.timeseries_loader import REJECTED_PREFIX
+from app.jobs.schemas import JobError
+from app.jobs.service import JobAborted, JobContext
+from app.storage.s3 import head_object, stream_object
+
+REQUIRED_COLUMNS = ("sensor_name", "sensor_uuid")
+
+
+def parse_mapping_block(
+    block: bytes, first_line: int, layout: CsvLayout
+) -> tuple[list[tuple[int, str, uuid.UUID, str]], list[tuple[int, str, str]]]:
+    """(line, name, uuid, raw line) rows and (line, reason, raw line) rejections."""
+    accepted, rejected = [], []
+    text = block.decode("utf-8", errors="replace")
+    raw_lines = text.split("\n")
+    reader = csv.reader(io.StringIO(text), delimiter=layout.delimiter)
+    name_at, uuid_at = layout.indices["sensor_name"], layout.indices["sensor_uuid"]
+    start = 0
+    for fields in reader:
+        end = reader.line_num
+        raw = "\n".join(raw_lines[start:end]).rstrip("\r")
+        line_number = first_line + start
+        start = end
+        if not fields or all(not field.strip() for field in fields):
+            continue
+        if len(fields) != len(layout.column_names):
+            reason = f"expected {len(layout.column_names)} fields, got {len(fields)}"
+            rejected.append((line_number, reason, raw))
+            continue
+        name, uuid_text = fields[name_at].strip(), fields[uuid_at].strip()
+        if not name:
+            rejected.append((line_number, "empty sensor_name", raw))
+            continue
+        try:
+            sensor_uuid = uuid.UUID(uuid_text)
+        except ValueError:
+            rejected.append((line_number, f"malformed sensor_uuid {uuid_text!r}", raw))
+            continue
+        accepted.append((line_number, name, sensor_uuid, raw))
+    return accepted, rejected
+
+
+async def load_mapping(context: JobContext, resources: Resources) -> None:
+    settings = resources.settings
+    key = settings.mapping_key
+    info = await head_object(resources.s3, settings.s3_bucket, key)
+    if info is None:
+        raise JobAborted(f"s3://{settings.s3_bucket}/{key} does not exist")
+    counters = context.counters
+    counters.objects_total, counters.bytes_total = 1, info.size
+    rejected: list[tuple[int, str, str]] = []
+
+    async with resources.metadata_pool.acquire() as connection, connection.transaction():
+        await repository.create_mapping_staging(connection)
+        lines = LineBlocks()
+        layout: CsvLayout | None = None
+        try:
+            async for block, first_line in _blocks(resources, key, lines):
+                if layout is None:
+                    layout = detect_layout(lines.header or b"", REQUIRED_COLUMNS)
+                accepted, bad = parse_mapping_block(block, first_line, layout)
+                rejected += bad
+                counters.rows_read += len(accepted) + len(bad)
+                await repository.copy_mapping_rows(connection, accepted)
+                context.check_cancelled()
+            if layout is None:
+                detect_layout(lines.header or b"", REQUIRED_COLUMNS)
+        except FileRejected as file_rejected:
+            raise JobAborted(f"{key}: {file_rejected.reason}") from None
+        conflicts = await repository.mapping_conflicts(connection)
+        rejected += [(row["line_number"], row["reason"], row["raw_line"]) for row in conflicts]
+        inserted, unchanged = await repository.merge_mapping(
+            connection, [row["line_number"] for row in conflicts]
+        )
+
+    rejected.sort()
+    counters.rows_inserted, counters.rows_duplicate = inserted, unchanged
+    counters.rows_rejected = len(rejected)
+    counters.objects_done, counters.bytes_done = 1, info.size
+    context.result = {"sensors_added": inserted, "conflicts": len(conflicts)}
+    for line_number, reason, _ in rejected:
+        context.report_error(JobError(object_key=key, line_number=line_number, reason=reason))
+    if rejected:
+        context.rejected_rows_key = await _upload_rejections(resources, context, key, rejected)
+
+
+async def _blocks(
+    resources: Resources, key: str, lines: LineBlocks
+) -> AsyncIterator[tuple[bytes, int]]:
+    async for chunk in stream_object(resources.s3, resources.settings.s3_bucket, key):
+        for item in lines.feed(chunk):
+            yield item
+    for item in lines.finish():
+        yield item
+
+
+async def _upload_rejections(
+    resources: Resources, context: JobContext, key: str, rejected: list[tuple[int, str, str]]
+) -> str:
+    target = f"{REJECTED_PREFIX}{context.job_id}.csv"
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+b") as spool:
+        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(["object_key", "line_number", "reason", "raw_line"])
+        writer.writerows((key, line, reason, raw) for line, reason, raw in rejected)
+        text.flush()
+        spool.seek(0)
+        await resources.s3.upload_fileobj(spool, resources.settings.s3_bucket, target)
+        text.detach()
+    return target

@@ -1,0 +1,428 @@
+"""The timeseries ingestion job: every CSV under the prefix into `readings`, exactly once.
+
+Exactly-once comes from two things:
+* each object is loaded in ONE transaction of the timeseries database, together with its
+  ledger row (key, ETag, size) and its rejected rows. A crash rolls the object back
+  entirely; a re-run skips exactly the objects whose transaction committed;
+* (sensor_uuid, ts) is the primary key: a pair that is already stored is never written
+  again (the stored value wins) and is counted as a duplicate.
+
+Speed: blocks of ~8 MB are parsed into PostgreSQL's binary COPY format off the event loop
+(vectorised, no Python loop per row), and several objects are loaded at once, so parsing
+one overlaps with the COPY of another on the second core. A block is COPYed straight into
+`readings` inside a savepoint; only a block that hits an already stored pair takes the
+slower stage-and-merge path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from app.core.lifespan import Resources
+from app.ingest import repository
+from app.ingest.parsing import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    CsvLayout,
+    FileRejected,
+    LineBlocks,
+    ParsedBlock,
+    ReadingsBlockParser,
+    detect_layout,
+)
+from app.ingest.schemas import TimeseriesIngestRequest
+from app.jobs.schemas import JobError
+from app.jobs.service import JobAborted, JobContext
+from app.storage.s3 import ObjectInfo, list_objects, stream_object
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("timestamp", "sensor_uuid", "sensor_value")
+DATA_SUFFIXES = (".csv", ".csv.gz")
+REJECTED_PREFIX = "rejected/"
+# An object that keeps needing partitions it cannot create mid-transaction is a bug.
+MAX_PARTITION_RETRIES = 5
+
+
+class _NeedPartitions(Exception):
+    """A later block of an object reaches months without a partition; they can only be
+    created while this connection holds no lock on `readings`, so the object restarts."""
+
+    def __init__(self, lower_us: int, upper_us: int) -> None:
+        self.lower_us, self.upper_us = lower_us, upper_us
+
+
+@dataclass
+class ObjectStats:
+    rows_read: int = 0
+    rows_inserted: int = 0
+    rows_duplicate: int = 0
+    rows_rejected: int = 0
+    dst_ambiguous_by_order: int = 0
+    dst_ambiguous_by_rule: int = 0
+    dst_nonexistent_shifted: int = 0
+    first_errors: list[JobError] = field(default_factory=list)
+
+    def add_block(self, block: ParsedBlock, inserted: int) -> None:
+        self.rows_read += block.rows_read
+        self.rows_inserted += inserted
+        self.rows_duplicate += block.duplicates_in_block + (block.rows_accepted - inserted)
+        self.rows_rejected += len(block.rejected)
+        self.dst_ambiguous_by_order += block.dst_ambiguous_by_order
+        self.dst_ambiguous_by_rule += block.dst_ambiguous_by_rule
+        self.dst_nonexistent_shifted += block.dst_nonexistent_shifted
+
+
+def _utc(microseconds: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds)
+
+
+def _month_index(microseconds: int) -> int:
+    moment = _utc(microseconds)
+    return moment.year * 12 + moment.month - 1
+
+
+def is_data_object(key: str) -> bool:
+    lowered = key.lower()
+    return lowered.endswith(DATA_SUFFIXES) and not key.startswith(REJECTED_PREFIX)
+
+
+class PartitionKeeper:
+    """Creates monthly partitions once per job, on a connection of its own, so that the
+    CREATE never waits on a transaction of the worker that asked for it."""
+
+    def __init__(self, connection: asyncpg.Connection, enabled: bool) -> None:
+        self._connection = connection
+        self._enabled = enabled
+        self._months: set[int] = set()
+        self._lock = asyncio.Lock()
+
+    def missing(self, lower_us: int, upper_us: int) -> bool:
+        if not self._enabled:
+            return False
+        months = range(_month_index(lower_us), _month_index(upper_us) + 1)
+        return not self._months.issuperset(months)
+
+    async def ensure(self, lower_us: int, upper_us: int) -> None:
+        if not self.missing(lower_us, upper_us):
+            return
+        async with self._lock:
+            await repository.ensure_partitions(self._connection, _utc(lower_us), _utc(upper_us))
+            self._months.update(range(_month_index(lower_us), _month_index(upper_us) + 1))
+
+
+class TimeseriesLoader:
+    def __init__(
+        self, context: JobContext, resources: Resources, request: TimeseriesIngestRequest
+    ) -> None:
+        self.context = context
+        self.resources = resources
+        self.settings = resources.settings
+        self.request = request
+        self.prefix = (
+            request.prefix if request.prefix is not None else self.settings.timeseries_prefix
+        )
+        self.ambiguous = request.dst_ambiguous or self.settings.dst_ambiguous
+        self.nonexistent = request.dst_nonexistent or self.settings.dst_nonexistent
+        self.known_uuids: list[str] = []
+        self.result: dict[str, Any] = {
+            "prefix": self.prefix,
+            "objects_skipped": 0,
+            "objects_ignored": 0,
+            "files_rejected": 0,
+            "dst_ambiguous_by_order": 0,
+            "dst_ambiguous_by_rule": 0,
+            "dst_nonexistent_shifted": 0,
+            "dst_rules": {"ambiguous": self.ambiguous, "nonexistent": self.nonexistent},
+        }
+        context.result = self.result
+
+    async def run(self) -> None:
+        try:
+            await self._load_all()
+        finally:
+            await self._export_rejections()
+
+    async def _load_all(self) -> None:
+        async with self.resources.metadata_pool.acquire() as connection:
+            self.known_uuids = await repository.known_sensor_uuids(connection)
+        if not self.known_uuids:
+            raise JobAborted("the sensor mapping is empty: run the mapping ingestion first")
+
+        objects, ignored = [], 0
+        async for info in list_objects(self.resources.s3, self.settings.s3_bucket, self.prefix):
+            if is_data_object(info.key):
+                objects.append(info)
+            else:
+                ignored += 1
+        self.result["objects_ignored"] = ignored
+        counters = self.context.counters
+        counters.objects_total = len(objects)
+        counters.bytes_total = sum(o.size for o in objects)
+
+        async with self.resources.timeseries_pool.acquire() as connection:
+            ledger = (
+                {}
+                if self.request.reload
+                else await repository.fetch_ledger(connection, [o.key for o in objects])
+            )
+            storage = await repository.readings_storage(connection)
+        pending = [o for o in objects if ledger.get(o.key) != (o.etag, o.size)]
+        skipped = len(objects) - len(pending)
+        self.result["objects_skipped"] = skipped
+        counters.objects_done = skipped
+        counters.bytes_done = counters.bytes_total - sum(o.size for o in pending)
+
+        queue: asyncio.Queue[ObjectInfo] = asyncio.Queue()
+        for info in sorted(pending, key=lambda o: o.key):
+            queue.put_nowait(info)
+        keeper_connection = await asyncpg.connect(self.settings.timeseries_database_url)
+        try:
+            keeper = PartitionKeeper(keeper_connection, enabled=storage == "postgresql-partitioned")
+            workers = min(self.settings.ingest_workers, max(1, len(pending)))
+            async with asyncio.TaskGroup() as group:
+                for _ in range(workers):
+                    group.create_task(self._worker(queue, keeper))
+        except* Exception as errors:
+            # Surface the first reason the job stopped (cancelled, aborted, failed), not a
+            # group of them: the other workers only stopped because of it.
+            raise errors.exceptions[0] from None
+        finally:
+            await keeper_connection.close()
+
+    async def _worker(self, queue: asyncio.Queue[ObjectInfo], keeper: PartitionKeeper) -> None:
+        async with self.resources.timeseries_pool.acquire() as connection:
+            while not queue.empty():
+                self.context.check_cancelled()
+                info = queue.get_nowait()
+                await self._load_object_with_retries(connection, info, keeper)
+
+    async def _load_object_with_retries(
+        self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
+    ) -> None:
+        for _ in range(MAX_PARTITION_RETRIES):
+            try:
+                stats = await self._load_object(connection, info, keeper)
+            except _NeedPartitions as need:
+                await keeper.ensure(need.lower_us, need.upper_us)
+                continue
+            self._commit_stats(info, stats)
+            return
+        raise RuntimeError(
+            f"{info.key}: partitions kept missing after {MAX_PARTITION_RETRIES} tries"
+        )
+
+    async def _load_object(
+        self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
+    ) -> ObjectStats:
+        try:
+            async with connection.transaction():
+                stats = await self._copy_object(connection, info, keeper)
+                await self._record(connection, info, "loaded", stats)
+            return stats
+        except FileRejected as rejected:
+            # Whatever was copied before the file turned out unusable (e.g. a truncated
+            # gzip stream) was rolled back with the transaction above.
+            async with connection.transaction():
+                stats = await self._reject_file(connection, info, rejected)
+                await self._record(connection, info, "file_rejected", stats)
+            self.result["files_rejected"] += 1
+            return stats
+
+    async def _copy_object(
+        self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
+    ) -> ObjectStats:
+        stats = ObjectStats()
+        loop = asyncio.get_running_loop()
+        parser: ReadingsBlockParser | None = None
+        lines = LineBlocks()
+        wrote_readings = False
+        async for block, first_line in self._blocks(info, lines):
+            if parser is None:
+                parser = self._parser_for(lines)
+            parsed = await loop.run_in_executor(None, parser.parse, block, first_line)
+            wrote_readings |= await self._write_block(
+                connection, info, parsed, stats, keeper, wrote_readings
+            )
+            self.context.check_cancelled()
+        if parser is None:
+            self._parser_for(lines)  # an empty object, or a lone header line
+        return stats
+
+    async def _record(
+        self, connection: Any, info: ObjectInfo, outcome: str, stats: ObjectStats
+    ) -> None:
+        await repository.record_object(
+            connection,
+            key=info.key,
+            etag=info.etag,
+            size=info.size,
+            job_id=self.context.job_id,
+            outcome=outcome,
+            rows_read=stats.rows_read,
+            rows_inserted=stats.rows_inserted,
+            rows_duplicate=stats.rows_duplicate,
+            rows_rejected=stats.rows_rejected,
+        )
+
+    def _parser_for(self, lines: LineBlocks) -> ReadingsBlockParser:
+        if lines.header is None:
+            raise FileRejected("the file is empty: no header line")
+        layout: CsvLayout = detect_layout(lines.header, REQUIRED_COLUMNS)
+        return ReadingsBlockParser(
+            layout,
+            self.known_uuids,
+            self.settings.source_zone,
+            ambiguous=self.ambiguous,
+            nonexistent=self.nonexistent,
+        )
+
+    async def _blocks(
+        self, info: ObjectInfo, lines: LineBlocks
+    ) -> AsyncIterator[tuple[bytes, int]]:
+        loop = asyncio.get_running_loop()
+        gzipped = info.key.lower().endswith(".gz")
+        # wbits 47: accept gzip and zlib headers, as gzip(1) and Python's gzip write them.
+        decompressor = zlib.decompressobj(47) if gzipped else None
+        async for chunk in stream_object(self.resources.s3, self.settings.s3_bucket, info.key):
+            if decompressor is not None:
+                chunk = await loop.run_in_executor(None, decompressor.decompress, chunk)
+            for item in lines.feed(chunk):
+                yield item
+        if decompressor is not None:
+            tail = decompressor.flush()
+            if not decompressor.eof:
+                raise FileRejected("the gzip stream is truncated")
+            for item in lines.feed(tail):
+                yield item
+        for item in lines.finish():
+            yield item
+
+    async def _write_block(
+        self,
+        connection: Any,
+        info: ObjectInfo,
+        parsed: ParsedBlock,
+        stats: ObjectStats,
+        keeper: PartitionKeeper,
+        wrote_readings: bool,
+    ) -> bool:
+        inserted = 0
+        if parsed.rows_accepted:
+            assert parsed.min_ts_us is not None
+            assert parsed.max_ts_us is not None
+            if keeper.missing(parsed.min_ts_us, parsed.max_ts_us):
+                if wrote_readings:
+                    raise _NeedPartitions(parsed.min_ts_us, parsed.max_ts_us)
+                await keeper.ensure(parsed.min_ts_us, parsed.max_ts_us)
+            payload = COPY_HEADER + parsed.copy_rows + COPY_TRAILER
+            try:
+                async with connection.transaction():
+                    await repository.copy_readings(connection, payload)
+                inserted = parsed.rows_accepted
+            except asyncpg.UniqueViolationError:
+                inserted = await repository.merge_readings(connection, payload)
+        if parsed.rejected:
+            await repository.insert_rejections(
+                connection,
+                self.context.job_id,
+                info.key,
+                [(r.line_number, r.reason, r.raw_line) for r in parsed.rejected],
+            )
+            for rejection in parsed.rejected[: 100 - len(stats.first_errors)]:
+                stats.first_errors.append(
+                    JobError(
+                        object_key=info.key,
+                        line_number=rejection.line_number,
+                        reason=rejection.reason,
+                    )
+                )
+        stats.add_block(parsed, inserted)
+        self._enforce_error_policy(info, parsed, stats)
+        return parsed.rows_accepted > 0
+
+    def _enforce_error_policy(
+        self, info: ObjectInfo, parsed: ParsedBlock, stats: ObjectStats
+    ) -> None:
+        if not parsed.rejected:
+            return
+        first = parsed.rejected[0]
+        if self.request.on_error == "abort":
+            raise JobAborted(
+                f"on_error=abort: {info.key} line {first.line_number}: {first.reason} "
+                "(this object was rolled back)"
+            )
+        limit = self.request.max_errors
+        if limit is not None and self.context.counters.rows_rejected + stats.rows_rejected > limit:
+            raise JobAborted(
+                f"more than max_errors={limit} rows rejected; last: {info.key} line "
+                f"{first.line_number}: {first.reason} (this object was rolled back)"
+            )
+
+    async def _reject_file(
+        self, connection: Any, info: ObjectInfo, rejected: FileRejected
+    ) -> ObjectStats:
+        # Nothing of a rejected file is loaded, but its rows are still counted and it is
+        # reported once, at line 1, with the reason.
+        lines = LineBlocks()
+        data_lines = await self._count_data_lines(info, lines)
+        header = (lines.header or b"").decode("utf-8", errors="replace")
+        reason = f"file rejected: {rejected.reason}"
+        await repository.insert_rejections(
+            connection, self.context.job_id, info.key, [(1, reason, header)]
+        )
+        return ObjectStats(
+            rows_read=data_lines,
+            rows_rejected=data_lines,
+            first_errors=[JobError(object_key=info.key, line_number=1, reason=reason)],
+        )
+
+    async def _count_data_lines(self, info: ObjectInfo, lines: LineBlocks) -> int:
+        """Non-blank lines after the header, counted without parsing them."""
+        count = 0
+        try:
+            async for block, _ in self._blocks(info, lines):
+                pieces = block.split(b"\n")
+                count += len(pieces) - pieces.count(b"") - pieces.count(b"\r")
+        except FileRejected:
+            pass  # a truncated stream: count what could be read
+        return count
+
+    def _commit_stats(self, info: ObjectInfo, stats: ObjectStats) -> None:
+        counters = self.context.counters
+        counters.objects_done += 1
+        counters.bytes_done += info.size
+        counters.rows_read += stats.rows_read
+        counters.rows_inserted += stats.rows_inserted
+        counters.rows_duplicate += stats.rows_duplicate
+        counters.rows_rejected += stats.rows_rejected
+        for name in ("dst_ambiguous_by_order", "dst_ambiguous_by_rule", "dst_nonexistent_shifted"):
+            self.result[name] += getattr(stats, name)
+        for error in stats.first_errors:
+            self.context.report_error(error)
+
+    async def _export_rejections(self) -> None:
+        """Write every rejected row of this job to rejected/<job id>.csv in the bucket."""
+        job_id = self.context.job_id
+        async with self.resources.timeseries_pool.acquire() as connection:
+            if not await repository.has_rejections(connection, job_id):
+                return
+            key = f"{REJECTED_PREFIX}{job_id}.csv"
+            with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+
+                async def write(data: bytes) -> None:
+                    spool.write(data)
+
+                await repository.export_rejections(connection, job_id, write)
+                spool.seek(0)
+                await self.resources.s3.upload_fileobj(spool, self.settings.s3_bucket, key)
+        self.context.rejected_rows_key = key
