@@ -95,12 +95,10 @@ def psql(url: str, command: str) -> float:
     return time.perf_counter() - started
 
 
-async def timed_baseline(url: str, command: str, lower: str, upper: str) -> float:
+async def timed_baseline(url: str, command: str, lower: datetime, upper: datetime) -> float:
     """Seconds for `command` into an empty readings table with the same partitions."""
     connection = await asyncpg.connect(url)
-    await connection.execute(
-        "SELECT ensure_readings_partitions($1::timestamptz, $2::timestamptz)", lower, upper
-    )
+    await connection.execute("SELECT ensure_readings_partitions($1, $2)", lower, upper)
     await connection.close()
     return psql(url, command)
 
@@ -138,6 +136,13 @@ async def run(args: argparse.Namespace) -> None:
             datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
         ).total_seconds()
 
+        seconds_line = (
+            f"service           {seconds:.1f} s  {job['rows_read'] / seconds:,.0f} rows/s  "
+            f"{mb / seconds:,.1f} MB/s  peak RSS {peak_rss / 1e6:,.0f} MB"
+        )
+        if args.skip_baselines:
+            print(seconds_line)
+            return
         print("baselines: exporting the stored rows ...", flush=True)
         csv_file, binary_file = work / "rows.csv", work / "rows.bin"
         psql(
@@ -149,10 +154,7 @@ async def run(args: argparse.Namespace) -> None:
             f"\\copy (SELECT ts, sensor_uuid, value FROM readings) TO '{binary_file}' "
             "(FORMAT binary)",
         )
-        lower, upper = (
-            manifest.first_timestamp_utc.isoformat(),
-            manifest.last_timestamp_utc.isoformat(),
-        )
+        lower, upper = manifest.first_timestamp_utc, manifest.last_timestamp_utc
         csv_url = await fresh_database(names[2], Database.TIMESERIES)
         csv_seconds = await timed_baseline(
             csv_url, f"\\copy readings (ts, sensor_uuid, value) FROM '{csv_file}' CSV", lower, upper
@@ -268,6 +270,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--preset", choices=list(PRESET_ROWS), default=None)
     parser.add_argument("--dir", type=Path, default=None, help="parent of the scratch directory")
+    parser.add_argument("--skip-baselines", action="store_true", help="only time the service")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -291,7 +291,9 @@ class ReadingsBlockParser:
         *,
         ambiguous: AmbiguousRule = "infer",
         nonexistent: NonexistentRule = "shift_forward",
+        group_by_sensor: bool = False,
     ) -> None:
+        """`group_by_sensor` orders the COPY tuples by (sensor, time) instead of file order."""
         missing = [name for name in READINGS_COLUMNS if name not in layout.indices]
         if missing:
             raise ValueError(f"layout lacks required column(s) {', '.join(missing)}")
@@ -316,6 +318,7 @@ class ReadingsBlockParser:
             b"".join(uuid.UUID(known).bytes for known in normalised), dtype=np.uint8
         ).reshape(-1, 16)
         self._repeated_hours = _RepeatedHourOrder(zone)
+        self._group_by_sensor = group_by_sensor
 
     def parse(self, block: bytes, first_line_number: int) -> ParsedBlock:
         lines = _BlockLines(block, first_line_number)
@@ -578,6 +581,12 @@ class ReadingsBlockParser:
     # -- output -------------------------------------------------------------------------------
 
     def _encode(self, instants: IntArray, sensors: IntArray, values: Any) -> bytes:
+        if self._group_by_sensor:
+            # Consecutive rows then land on the same leaf page of the (sensor_uuid, ts)
+            # index instead of hopping between every sensor's page, which makes
+            # PostgreSQL's side of the COPY measurably cheaper (bench/ingest.py).
+            order = np.lexsort((instants, sensors))
+            instants, sensors, values = instants[order], sensors[order], np.asarray(values)[order]
         tuples = np.empty(instants.size, dtype=_COPY_TUPLE)
         tuples["field_count"] = 3
         tuples["ts_length"] = 8

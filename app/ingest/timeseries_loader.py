@@ -284,6 +284,7 @@ class TimeseriesLoader:
             self.settings.source_zone,
             ambiguous=self.ambiguous,
             nonexistent=self.nonexistent,
+            group_by_sensor=True,
         )
 
     async def _blocks(

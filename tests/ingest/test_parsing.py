@@ -863,3 +863,27 @@ def test_whole_demo_dataset_parses_without_rejections(demo: Demo) -> None:
     assert by_order > 0
     assert first_instant == unix_us(totals["first_timestamp_utc"].replace("Z", "+00:00"))
     assert last_instant == unix_us(totals["last_timestamp_utc"].replace("Z", "+00:00"))
+
+
+def test_group_by_sensor_orders_tuples_by_sensor_then_time_without_changing_them() -> None:
+    content = "\n".join(
+        [
+            HEADER,
+            f"2013-01-01 00:10:00+00:00;{SENSOR_B};1",
+            f"2013-01-01 00:05:00+00:00;{SENSOR_A};2",
+            f"2013-01-01 00:00:00+00:00;{SENSOR_B};3",
+            f"2013-01-01 00:20:00+00:00;{SENSOR_A};4",
+        ]
+    ).encode()
+    layout = detect_layout(HEADER.encode(), ("timestamp", "sensor_uuid", "sensor_value"))
+    in_file_order = ReadingsBlockParser(layout, KNOWN, ZoneInfo("Europe/Berlin"))
+    grouped = ReadingsBlockParser(layout, KNOWN, ZoneInfo("Europe/Berlin"), group_by_sensor=True)
+    body = content.split(b"\n", 1)[1]
+    plain = decode_copy_rows(in_file_order.parse(body, 2).copy_rows)
+    ordered = decode_copy_rows(grouped.parse(body, 2).copy_rows)
+    assert [r.value for r in plain] == [1, 2, 3, 4]
+    assert sorted(plain, key=lambda r: (r.sensor_uuid, r.instant_us)) != plain
+    assert ordered == sorted(plain, key=lambda r: (KNOWN_ORDER[r.sensor_uuid], r.instant_us))
+
+
+KNOWN_ORDER = {known: index for index, known in enumerate(sorted(KNOWN))}
