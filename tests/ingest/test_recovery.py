@@ -18,8 +18,8 @@ from app.core.config import REPOSITORY_ROOT, Settings
 from app.devdata import DatasetSpec, Manifest, generate_dataset
 from app.devdata.upload import upload_directory
 from app.devstack.ports import free_port_block
+from tests.conftest import IngestEnvironment, empty_databases
 from tests.helpers import run_job, wait_for_job
-from tests.ingest.conftest import IngestEnvironment, empty_databases
 
 FINGERPRINT = """
     SELECT count(*) AS rows,

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.conftest import IngestEnvironment
 from tests.helpers import run_job, wait_for_job
-from tests.ingest.conftest import IngestEnvironment
 
 SENSORS = {f"sensor_{n:05d}": str(uuid.UUID(int=n + 1)) for n in range(3)}
 A, B, C = SENSORS.values()
