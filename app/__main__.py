@@ -66,18 +66,24 @@ async def _run_job(
             disable=quiet,
         ) as progress:
             task = progress.add_task("ingesting", total=None, rows="0")
+
+            def refresh() -> None:
+                if context is None:
+                    return
+                counters = context.counters
+                progress.update(
+                    task,
+                    total=counters.bytes_total or None,
+                    completed=counters.bytes_done,
+                    rows=f"{counters.rows_read:,}",
+                    description=f"{counters.objects_done}/{counters.objects_total} objects",
+                )
+
             waiter = asyncio.ensure_future(resources.jobs.wait(job_id))
             while not waiter.done():
-                if context is not None:
-                    counters = context.counters
-                    progress.update(
-                        task,
-                        total=counters.bytes_total or None,
-                        completed=counters.bytes_done,
-                        rows=f"{counters.rows_read:,}",
-                        description=f"{counters.objects_done}/{counters.objects_total} objects",
-                    )
+                refresh()
                 await asyncio.wait([waiter], timeout=0.2)
+            refresh()
         async with resources.metadata_pool.acquire() as connection:
             return await get_job(connection, job_id)
 

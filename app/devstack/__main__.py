@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import shlex
 import time
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
@@ -124,6 +125,29 @@ async def _seed_demo_data(settings: Settings, preset: str) -> None:
         _say(f"uploaded {uploaded / 1e6:.1f} MB of demo data to {settings.s3_bucket!r}")
 
 
+def _write_env_file(settings: Settings) -> Path:
+    """The stack's settings, so the CLI in another terminal talks to the same services."""
+    values = {
+        "METADATA_DATABASE_URL": settings.metadata_database_url,
+        "TIMESERIES_DATABASE_URL": settings.timeseries_database_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "S3_ACCESS_KEY_ID": (
+            settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else ""
+        ),
+        "S3_SECRET_ACCESS_KEY": (
+            settings.s3_secret_access_key.get_secret_value()
+            if settings.s3_secret_access_key
+            else ""
+        ),
+        "S3_BUCKET": settings.s3_bucket,
+        "API_KEYS": ",".join(key.secret.get_secret_value() for key in settings.api_keys),
+    }
+    path = DEV_DIR / "env"
+    path.write_text("".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items()))
+    path.chmod(0o600)
+    return path
+
+
 @cli.command()
 def dev(
     host: str = typer.Option("127.0.0.1", help="Interface the API listens on."),
@@ -145,6 +169,7 @@ def dev(
         settings = Settings(**overrides)  # type: ignore[arg-type]
         asyncio.run(_seed_demo_data(settings, preset))
 
+        env_file = _write_env_file(settings)
         base = f"http://{host}:{port}"
         lines = [
             "",
@@ -155,6 +180,8 @@ def dev(
             f"  metadata   {settings.describe()['metadata_database_url']}",
             f"  timeseries {settings.describe()['timeseries_database_url']}",
             f"  API key    {api_key or '(from API_KEYS)'}",
+            "",
+            f"  CLI        set -a; . {env_file}; set +a; .venv/bin/python -m app ingest timeseries",
             "",
             "  Ctrl-C stops the API and everything started above.",
             "",

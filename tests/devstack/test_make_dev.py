@@ -95,4 +95,8 @@ def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
     assert "uploaded" in text
     api_key = (tmp_path / ".dev/api_key").read_text().strip()
     assert api_key in text
+    # The CLI in another terminal reaches the same stack through .dev/env.
+    env_file = (tmp_path / ".dev/env").read_text()
+    assert f"S3_ENDPOINT_URL=http://127.0.0.1:{s3_port}" in env_file
+    assert f"API_KEYS={api_key}" in env_file
     assert not weeds[0].is_running(), "SeaweedFS outlived make dev"
