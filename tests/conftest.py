@@ -103,7 +103,7 @@ async def client(settings: Settings, s3: S3Client) -> AsyncIterator[httpx.AsyncC
         yield http
 
 
-TIMESERIES_TABLES = "readings, ingested_objects, ingest_rejections"
+TIMESERIES_TABLES = "readings, ingested_objects, ingest_rejections, sensor_stats"
 METADATA_TABLES = "sensors, jobs, job_errors"
 
 

@@ -43,3 +43,20 @@ async def run_job(client: Any, path: str, body: dict[str, Any] | None = None) ->
     job = response.json()
     assert response.headers["location"] == f"/ingest/jobs/{job['id']}"
     return await wait_for_job(client, job["id"])
+
+
+async def assert_sensor_stats_match_readings(timeseries_url: str) -> None:
+    """The per-sensor summary kept by ingestion equals a full count of the readings."""
+    connection = await asyncpg.connect(timeseries_url)
+    try:
+        counted = await connection.fetch(
+            "SELECT sensor_uuid, min(ts) AS first_ts, max(ts) AS last_ts, count(*) AS n "
+            "FROM readings GROUP BY 1 ORDER BY 1"
+        )
+        kept = await connection.fetch(
+            "SELECT sensor_uuid, first_ts, last_ts, reading_count AS n FROM sensor_stats "
+            "WHERE reading_count > 0 ORDER BY 1"
+        )
+    finally:
+        await connection.close()
+    assert [tuple(row) for row in kept] == [tuple(row) for row in counted]

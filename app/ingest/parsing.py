@@ -1125,3 +1125,31 @@ def _transition_between(zone: ZoneInfo, earliest_us: int, latest_us: int) -> int
         else:
             high = middle
     return high * _US_PER_SECOND
+
+
+@dataclass(frozen=True)
+class SensorSummary:
+    """Readings of one sensor in a COPY payload: how many, and the first and last instant."""
+
+    sensor_uuid: uuid.UUID
+    count: int
+    first_us: int
+    last_us: int
+
+
+def summarise_copy_rows(copy_rows: bytes) -> list[SensorSummary]:
+    """Per-sensor count, first and last instant (Unix microseconds) of encoded tuples."""
+    tuples = np.frombuffer(copy_rows, dtype=_COPY_TUPLE)
+    if tuples.size == 0:
+        return []
+    keys = np.ascontiguousarray(tuples["uuid"]).view(np.dtype((np.void, 16))).ravel()
+    sensors, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    instants = tuples["ts"].astype(np.int64) + _PG_EPOCH_US
+    first = np.full(sensors.size, np.iinfo(np.int64).max)
+    last = np.full(sensors.size, np.iinfo(np.int64).min)
+    np.minimum.at(first, inverse, instants)
+    np.maximum.at(last, inverse, instants)
+    return [
+        SensorSummary(uuid.UUID(bytes=bytes(sensor)), int(n), int(lo), int(hi))
+        for sensor, n, lo, hi in zip(sensors, counts, first, last, strict=True)
+    ]

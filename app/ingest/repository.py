@@ -173,9 +173,10 @@ async def copy_readings(connection: Connection, payload: bytes) -> None:
     )
 
 
-async def merge_readings(connection: Connection, payload: bytes) -> int:
+async def merge_readings(connection: Connection, payload: bytes) -> list[asyncpg.Record]:
     """The slow path for a batch that overlaps stored readings: stage it, then insert what
-    is new. Stored values win. Returns how many rows were inserted."""
+    is new. Stored values win. Returns (sensor_uuid, count, first_ts, last_ts) of what was
+    inserted."""
     await connection.execute(
         """
         CREATE TEMP TABLE IF NOT EXISTS readings_incoming
@@ -187,14 +188,41 @@ async def merge_readings(connection: Connection, payload: bytes) -> int:
     await connection.copy_to_table(
         "readings_incoming", source=_once(payload), columns=READING_COLUMNS, format="binary"
     )
-    status = await connection.execute(
+    return await connection.fetch(
         """
-        INSERT INTO readings (ts, sensor_uuid, value)
-        SELECT ts, sensor_uuid, value FROM readings_incoming
-        ON CONFLICT (sensor_uuid, ts) DO NOTHING
+        WITH inserted AS (
+            INSERT INTO readings (ts, sensor_uuid, value)
+            SELECT ts, sensor_uuid, value FROM readings_incoming
+            ON CONFLICT (sensor_uuid, ts) DO NOTHING
+            RETURNING sensor_uuid, ts
+        )
+        SELECT sensor_uuid, count(*) AS count, min(ts) AS first_ts, max(ts) AS last_ts
+        FROM inserted GROUP BY sensor_uuid
         """
     )
-    return int(status.rsplit(" ", 1)[1])
+
+
+async def add_to_sensor_stats(
+    connection: Connection,
+    rows: Sequence[tuple[UUID, datetime, datetime, int]],
+) -> None:
+    """(sensor_uuid, first_ts, last_ts, count) of readings just inserted. Rows are locked in
+    uuid order so that concurrent loaders wait for each other instead of deadlocking."""
+    ordered = sorted(rows)
+    await connection.execute(
+        """
+        INSERT INTO sensor_stats AS s (sensor_uuid, first_ts, last_ts, reading_count)
+        SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::bigint[])
+        ON CONFLICT (sensor_uuid) DO UPDATE SET
+            first_ts = least(s.first_ts, EXCLUDED.first_ts),
+            last_ts = greatest(s.last_ts, EXCLUDED.last_ts),
+            reading_count = s.reading_count + EXCLUDED.reading_count
+        """,
+        [row[0] for row in ordered],
+        [row[1] for row in ordered],
+        [row[2] for row in ordered],
+        [row[3] for row in ordered],
+    )
 
 
 async def insert_rejections(

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -38,10 +39,11 @@ from app.ingest.parsing import (
     ParsedBlock,
     ReadingsBlockParser,
     detect_layout,
+    summarise_copy_rows,
 )
 from app.ingest.schemas import TimeseriesIngestRequest
 from app.jobs.schemas import JobError
-from app.jobs.service import JobAborted, JobContext
+from app.jobs.service import JobAborted, JobCancelled, JobContext
 from app.storage.s3 import ObjectInfo, list_objects, stream_object
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,17 @@ class ObjectStats:
     dst_ambiguous_by_rule: int = 0
     dst_nonexistent_shifted: int = 0
     first_errors: list[JobError] = field(default_factory=list)
+    # sensor uuid -> [count, first instant, last instant] of the rows inserted so far.
+    inserted_by_sensor: dict[UUID, list[Any]] = field(default_factory=dict)
+
+    def add_inserted(self, sensor: UUID, count: int, first: datetime, last: datetime) -> None:
+        known = self.inserted_by_sensor.get(sensor)
+        if known is None:
+            self.inserted_by_sensor[sensor] = [count, first, last]
+        else:
+            known[0] += count
+            known[1] = min(known[1], first)
+            known[2] = max(known[2], last)
 
     def add_block(self, block: ParsedBlock, inserted: int) -> None:
         self.rows_read += block.rows_read
@@ -134,6 +147,7 @@ class TimeseriesLoader:
         self.ambiguous = request.dst_ambiguous or self.settings.dst_ambiguous
         self.nonexistent = request.dst_nonexistent or self.settings.dst_nonexistent
         self.known_uuids: list[str] = []
+        self._stop_reason: JobCancelled | JobAborted | None = None
         self.result: dict[str, Any] = {
             "prefix": self.prefix,
             "objects_skipped": 0,
@@ -192,6 +206,10 @@ class TimeseriesLoader:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
                     group.create_task(self._worker(queue, keeper))
+            if self._stop_reason is not None:
+                raise self._stop_reason
+            if not queue.empty():
+                self.context.check_cancelled()
         except* Exception as errors:
             # Surface the first reason the job stopped (cancelled, aborted, failed), not a
             # group of them: the other workers only stopped because of it.
@@ -201,10 +219,19 @@ class TimeseriesLoader:
 
     async def _worker(self, queue: asyncio.Queue[ObjectInfo], keeper: PartitionKeeper) -> None:
         async with self.resources.timeseries_pool.acquire() as connection:
-            while not queue.empty():
-                self.context.check_cancelled()
+            while not queue.empty() and not self._stopping():
                 info = queue.get_nowait()
-                await self._load_object_with_retries(connection, info, keeper)
+                try:
+                    await self._load_object_with_retries(connection, info, keeper)
+                except (JobCancelled, JobAborted) as stop:
+                    # Only this worker's object was rolled back. The others finish and
+                    # count the object they are committing: cancelling them mid-commit
+                    # could leave a committed object out of the job's counters.
+                    self._stop_reason = self._stop_reason or stop
+                    return
+
+    def _stopping(self) -> bool:
+        return self._stop_reason is not None or self.context.cancel_event.is_set()
 
     async def _load_object_with_retries(
         self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
@@ -227,6 +254,13 @@ class TimeseriesLoader:
         try:
             async with connection.transaction():
                 stats = await self._copy_object(connection, info, keeper)
+                await repository.add_to_sensor_stats(
+                    connection,
+                    [
+                        (sensor, first, last, count)
+                        for sensor, (count, first, last) in stats.inserted_by_sensor.items()
+                    ],
+                )
                 await self._record(connection, info, "loaded", stats)
             return stats
         except FileRejected as rejected:
@@ -329,9 +363,24 @@ class TimeseriesLoader:
             try:
                 async with connection.transaction():
                     await repository.copy_readings(connection, payload)
-                inserted = parsed.rows_accepted
             except asyncpg.UniqueViolationError:
-                inserted = await repository.merge_readings(connection, payload)
+                for row in await repository.merge_readings(connection, payload):
+                    stats.add_inserted(
+                        row["sensor_uuid"], row["count"], row["first_ts"], row["last_ts"]
+                    )
+                    inserted += row["count"]
+            else:
+                inserted = parsed.rows_accepted
+                summaries = await asyncio.get_running_loop().run_in_executor(
+                    None, summarise_copy_rows, parsed.copy_rows
+                )
+                for summary in summaries:
+                    stats.add_inserted(
+                        summary.sensor_uuid,
+                        summary.count,
+                        _utc(summary.first_us),
+                        _utc(summary.last_us),
+                    )
         if parsed.rejected:
             await repository.insert_rejections(
                 connection,

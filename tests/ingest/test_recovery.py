@@ -19,7 +19,7 @@ from app.devdata import DatasetSpec, Manifest, generate_dataset
 from app.devdata.upload import upload_directory
 from app.devstack.ports import free_port_block
 from tests.conftest import IngestEnvironment, empty_databases
-from tests.helpers import run_job, wait_for_job
+from tests.helpers import assert_sensor_stats_match_readings, run_job, wait_for_job
 
 FINGERPRINT = """
     SELECT count(*) AS rows,
@@ -162,3 +162,4 @@ async def test_sigkill_mid_job_then_a_new_job_equals_an_uninterrupted_run(
     finally:
         server.stop()
     assert await _fingerprint(ingest) == reference
+    await assert_sensor_stats_match_readings(ingest.settings.timeseries_database_url)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import IngestEnvironment
-from tests.helpers import run_job, wait_for_job
+from tests.helpers import assert_sensor_stats_match_readings, run_job, wait_for_job
 
 SENSORS = {f"sensor_{n:05d}": str(uuid.UUID(int=n + 1)) for n in range(3)}
 A, B, C = SENSORS.values()
@@ -302,6 +302,7 @@ async def test_duplicates_are_stored_once_and_the_stored_value_wins(
     second = await run_job(ingest.client, "/ingest/timeseries")
     assert (second["rows_inserted"], second["rows_duplicate"]) == (1, 1)
     assert [r[2] for r in await stored_readings(ingest)] == [1.0, 2.0]
+    await assert_sensor_stats_match_readings(ingest.settings.timeseries_database_url)
 
 
 async def test_a_rerun_skips_loaded_objects_and_reloads_changed_ones(
@@ -466,3 +467,4 @@ async def test_a_generated_dataset_loads_exactly_once(
         for u, ts in zip(expected["sensor_uuid"], expected["instant"], strict=True)
     ]
     assert [value for _, _, value in stored] == expected["value"].tolist()
+    await assert_sensor_stats_match_readings(ingest.settings.timeseries_database_url)
