@@ -12,6 +12,7 @@ from app.core.errors import register_error_handlers
 from app.core.lifespan import lifespan_for
 from app.health.router import router as health_router
 from app.ingest.router import router as ingest_router
+from app.readings.router import router as readings_router
 from app.sensors.router import router as sensors_router
 
 DESCRIPTION = """
@@ -20,6 +21,8 @@ Sensor readings from an S3 bucket of CSV files, by sensor **name**.
 * Ingestion: `POST /ingest/mapping`, `POST /ingest/timeseries` start background jobs;
   `GET /ingest/jobs/{id}` shows their progress, `DELETE` cancels.
 * Sensors: `GET /sensors` (by name prefix, paginated), `GET /sensors/{name}`.
+* Readings: `GET /readings?sensor_name=&start=&end=` pages (JSON) or streams the whole
+  range (`format=csv|ndjson`, `pd.read_csv(url)` works).
 * Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
 """
 
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(ingest_router)
     app.include_router(sensors_router)
+    app.include_router(readings_router)
     return app
 
 

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.responses import StreamingResponse
+
+from app.core.deps import MetaConn, ResourcesDep, SettingsDep
+from app.core.errors import InvalidInput, error_responses
+from app.readings import service
+from app.readings.schemas import Order, ReadingFormat, ReadingsPage
+from app.readings.service import MAX_LIMIT, ReadingsQuery
+from app.sensors.exceptions import SensorNotFound
+from app.sensors.service import sensor_by_name
+
+router = APIRouter(prefix="/readings", tags=["readings"])
+
+MEDIA_TYPES = {
+    ReadingFormat.CSV: "text/csv; charset=utf-8",
+    ReadingFormat.NDJSON: "application/x-ndjson",
+}
+
+
+async def readings_query(
+    settings: SettingsDep,
+    metadata: MetaConn,
+    sensor_name: Annotated[str, Query(max_length=200, description="The sensor's name.")],
+    start: Annotated[
+        str,
+        Query(
+            description="Inclusive. ISO 8601 with an offset or Z; a naive time is read in "
+            "SOURCE_TIMEZONE (Europe/Berlin by default)."
+        ),
+    ],
+    end: Annotated[str, Query(description="Exclusive. Same forms as start.")],
+    order: Annotated[Order, Query(description="Time order.")] = Order.ASC,
+    tz: Annotated[str, Query(description="IANA zone the timestamps are rendered in.")] = "UTC",
+) -> ReadingsQuery:
+    """The sensor, range and rendering every readings endpoint shares."""
+    sensor = await sensor_by_name(metadata, sensor_name)
+    return service.build_query(
+        settings,
+        sensor_name=sensor_name,
+        sensor_uuid=sensor["sensor_uuid"],
+        start=start,
+        end=end,
+        order=order,
+        tz=tz,
+    )
+
+
+QueryDep = Annotated[ReadingsQuery, Depends(readings_query)]
+
+
+def negotiate_format(requested: ReadingFormat | None, accept: str | None) -> ReadingFormat:
+    if requested is not None:
+        return requested
+    accept = (accept or "").lower()
+    if "text/csv" in accept:
+        return ReadingFormat.CSV
+    if "ndjson" in accept:
+        return ReadingFormat.NDJSON
+    return ReadingFormat.JSON
+
+
+@router.get(
+    "",
+    response_model=ReadingsPage,
+    responses={
+        **error_responses(SensorNotFound, InvalidInput),
+        200: {
+            "description": "A page (JSON), or the whole range streamed (CSV, NDJSON).",
+            "content": {"text/csv": {}, "application/x-ndjson": {}},
+        },
+    },
+)
+async def get_readings(
+    query: QueryDep,
+    resources: ResourcesDep,
+    format: Annotated[
+        ReadingFormat | None,
+        Query(description="json pages; ndjson and csv stream the whole range (no limit)."),
+    ] = None,
+    accept: Annotated[str | None, Header()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Readings per page.")] = 1000,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    page: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=1_000_000,
+            description="Page number (1-based) with limit as page size; "
+            "slower than cursor for deep pages.",
+        ),
+    ] = None,
+    page_size: Annotated[
+        int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of limit for page.")
+    ] = None,
+) -> ReadingsPage | StreamingResponse:
+    """Readings of a sensor in [start, end): a page of JSON, or the whole range as CSV/NDJSON."""
+    chosen = negotiate_format(format, accept)
+    if chosen is not ReadingFormat.JSON:
+        stream = service.stream_range(
+            resources.timeseries_pool, query, ndjson=chosen is ReadingFormat.NDJSON
+        )
+        return StreamingResponse(stream, media_type=MEDIA_TYPES[chosen])
+    return await service.read_page(
+        resources.timeseries_pool, query, limit=page_size or limit, cursor=cursor, page=page
+    )

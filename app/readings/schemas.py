@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+
+class Order(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class ReadingFormat(StrEnum):
+    JSON = "json"
+    NDJSON = "ndjson"
+    CSV = "csv"
+
+
+class Reading(BaseModel):
+    timestamp: datetime = Field(description="ISO 8601 with the offset of the requested tz.")
+    value: float
+
+
+class ReadingsPage(BaseModel):
+    sensor_name: str
+    sensor_uuid: UUID
+    start: datetime = Field(description="Inclusive.")
+    end: datetime = Field(description="Exclusive.")
+    order: Order
+    tz: str
+    items: list[Reading]
+    count: int = Field(description="Readings in this page.")
+    has_more: bool = Field(description="Whether the range holds more readings than this page.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

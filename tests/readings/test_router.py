@@ -1,0 +1,207 @@
+"""GET /readings through the HTTP API, against real PostgreSQL and S3."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.conftest import IngestEnvironment
+from tests.helpers import run_job
+
+A = str(uuid.UUID(int=1))
+B = str(uuid.UUID(int=2))
+FIRST = datetime(2013, 10, 26, 0, 0, tzinfo=UTC)
+# 2,500 readings of A every 15 minutes, across the 2013-10-27 DST change; a few of B.
+A_TIMES = [FIRST + timedelta(minutes=15 * n) for n in range(2_500)]
+
+
+@pytest.fixture
+async def loaded(ingest: IngestEnvironment) -> IngestEnvironment:
+    await ingest.put("mapping.csv", f"sensor_name;sensor_uuid\nsensor_a;{A}\nsensor_b;{B}\n")
+    assert (await run_job(ingest.client, "/ingest/mapping"))["status"] == "succeeded"
+    lines = [f"{t.isoformat()};{A};{n * 0.5}" for n, t in enumerate(A_TIMES)]
+    lines += [f"{FIRST.isoformat()};{B};-1.0"]
+    await ingest.put("Timeseries/a.csv", "timestamp;sensor_uuid;sensor_value\n" + "\n".join(lines))
+    assert (await run_job(ingest.client, "/ingest/timeseries"))["rows_inserted"] == 2_501
+    return ingest
+
+
+async def get(ingest: IngestEnvironment, **params: Any) -> Any:
+    return await ingest.client.get("/readings", params=params)
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+async def test_start_is_inclusive_and_end_exclusive(loaded: IngestEnvironment) -> None:
+    response = await get(
+        loaded, sensor_name="sensor_a", start=iso(A_TIMES[10]), end=iso(A_TIMES[13])
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert [item["timestamp"] for item in body["items"]] == [iso(t) for t in A_TIMES[10:13]]
+    assert [item["value"] for item in body["items"]] == [5.0, 5.5, 6.0]
+    assert (body["count"], body["has_more"], body["next_cursor"]) == (3, False, None)
+    assert body["sensor_uuid"] == A
+
+
+async def test_naive_times_are_read_in_the_source_timezone(loaded: IngestEnvironment) -> None:
+    # 2013-10-26 02:00 Berlin (summer time) is 00:00 UTC.
+    body = (
+        await get(loaded, sensor_name="sensor_a", start="2013-10-26 02:00", end="2013-10-26 02:30")
+    ).json()
+    assert [item["timestamp"] for item in body["items"]] == [iso(A_TIMES[0]), iso(A_TIMES[1])]
+    assert body["start"] == "2013-10-26T00:00:00Z"
+
+
+async def test_tz_renders_offsets_of_any_zone(loaded: IngestEnvironment) -> None:
+    body = (
+        await get(
+            loaded,
+            sensor_name="sensor_a",
+            start="2013-10-27T00:30:00Z",
+            end="2013-10-27T01:15:00Z",
+            tz="Europe/Berlin",
+        )
+    ).json()
+    assert [item["timestamp"] for item in body["items"]] == [
+        "2013-10-27T02:30:00+02:00",
+        "2013-10-27T02:45:00+02:00",
+        "2013-10-27T02:00:00+01:00",
+    ]
+
+
+async def test_a_cursor_walk_returns_exactly_one_full_read(loaded: IngestEnvironment) -> None:
+    for order in ("asc", "desc"):
+        seen, cursor = [], None
+        while True:
+            params: dict[str, Any] = {
+                "sensor_name": "sensor_a",
+                "start": iso(A_TIMES[0]),
+                "end": iso(A_TIMES[-1] + timedelta(minutes=1)),
+                "limit": 700,
+                "order": order,
+            }
+            if cursor:
+                params["cursor"] = cursor
+            body = (await get(loaded, **params)).json()
+            seen += [item["timestamp"] for item in body["items"]]
+            if not body["has_more"]:
+                break
+            cursor = body["next_cursor"]
+        expected = [iso(t) for t in A_TIMES]
+        assert seen == (expected if order == "asc" else expected[::-1])
+
+
+async def test_cursor_pages_are_stable_under_concurrent_inserts(loaded: IngestEnvironment) -> None:
+    params = {"sensor_name": "sensor_a", "start": iso(A_TIMES[0]), "end": iso(A_TIMES[20])}
+    first = (await get(loaded, **params, limit=10)).json()
+    connection = await loaded.timeseries()
+    try:
+        await connection.execute(
+            "INSERT INTO readings (ts, sensor_uuid, value) VALUES ($1, $3, 0), ($2, $3, 0)",
+            A_TIMES[3] + timedelta(minutes=1),  # before the cursor: not repeated, not shifted
+            A_TIMES[15] + timedelta(minutes=1),  # after it: shows up once on the next page
+            uuid.UUID(A),
+        )
+    finally:
+        await connection.close()
+    second = (await get(loaded, **params, limit=50, cursor=first["next_cursor"])).json()
+    timestamps = [item["timestamp"] for item in second["items"]]
+    assert timestamps[0] == iso(A_TIMES[10])
+    assert len(timestamps) == 11
+    assert iso(A_TIMES[15] + timedelta(minutes=1)) in timestamps
+
+
+async def test_page_and_page_size_for_the_original_cli(loaded: IngestEnvironment) -> None:
+    body = (
+        await get(
+            loaded,
+            sensor_name="sensor_a",
+            start=iso(A_TIMES[0]),
+            end=iso(A_TIMES[-1]),
+            page=3,
+            page_size=100,
+        )
+    ).json()
+    assert [item["timestamp"] for item in body["items"]] == [iso(t) for t in A_TIMES[200:300]]
+    assert body["has_more"] is True
+
+
+async def test_csv_streams_the_whole_range_for_pandas(loaded: IngestEnvironment) -> None:
+    response = await get(
+        loaded, sensor_name="sensor_a", start=iso(A_TIMES[0]), end="2014-01-01", format="csv"
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    frame = pd.read_csv(io.StringIO(response.text))
+    assert list(frame.columns) == ["timestamp", "value"]
+    assert len(frame) == len(A_TIMES)  # more than one JSON page: no limit applies
+    assert pd.to_datetime(frame["timestamp"], utc=True).tolist() == [
+        pd.Timestamp(t) for t in A_TIMES
+    ]
+    assert frame["value"].tolist() == [n * 0.5 for n in range(len(A_TIMES))]
+
+
+async def test_ndjson_streams_one_object_a_line(loaded: IngestEnvironment) -> None:
+    response = await loaded.client.get(
+        "/readings",
+        params={
+            "sensor_name": "sensor_a",
+            "start": iso(A_TIMES[0]),
+            "end": "2014-01-01",
+            "tz": "Europe/Berlin",
+            "order": "desc",
+        },
+        headers={"Accept": "application/x-ndjson"},
+    )
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert len(lines) == len(A_TIMES)
+    assert lines[-1] == {"timestamp": "2013-10-26T02:00:00+02:00", "value": 0}
+    assert set(lines[0]) == {"timestamp", "value"}
+
+
+async def test_an_unknown_sensor_is_a_404_naming_it(loaded: IngestEnvironment) -> None:
+    response = await get(loaded, sensor_name="nope", start="2013-01-01", end="2013-02-01")
+    assert response.status_code == 404
+    assert "'nope'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"start": "yesterday", "end": "2013-02-01"}, "start"),
+        ({"start": "2013-01-01", "end": "2013-13-01"}, "end"),
+        ({"start": "2013-02-01", "end": "2013-01-01"}, "end"),
+        ({"start": "2013-01-01", "end": "2013-01-01"}, "end"),
+        ({"start": "2013-01-01", "end": "2013-02-01", "limit": 0}, "limit"),
+        ({"start": "2013-01-01", "end": "2013-02-01", "limit": 10_001}, "limit"),
+        ({"start": "2013-01-01", "end": "2013-02-01", "tz": "Mars/Base"}, "tz"),
+        ({"start": "2013-01-01", "end": "2013-02-01", "order": "sideways"}, "order"),
+        ({"start": "2013-01-01", "end": "2013-02-01", "format": "xml"}, "format"),
+        ({"start": "2013-01-01", "end": "2013-02-01", "cursor": "bm9wZQ"}, "cursor"),
+        ({"end": "2013-02-01"}, "start"),
+    ],
+)
+async def test_bad_parameters_get_422_naming_them(
+    loaded: IngestEnvironment, params: dict[str, Any], named: str
+) -> None:
+    response = await get(loaded, sensor_name="sensor_a", **params)
+    assert response.status_code == 422, response.text
+    assert named in json.dumps(response.json())
+
+
+async def test_a_cursor_of_another_query_is_refused(loaded: IngestEnvironment) -> None:
+    base = {"sensor_name": "sensor_a", "start": iso(A_TIMES[0]), "end": iso(A_TIMES[50])}
+    cursor = (await get(loaded, **base, limit=10)).json()["next_cursor"]
+    response = await get(loaded, **{**base, "order": "desc"}, cursor=cursor)
+    assert response.status_code == 422
+    assert "another sensor, range or order" in response.json()["detail"]
