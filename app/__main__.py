@@ -1,8 +1,9 @@
-"""Command line: `python -m app migrate | ingest mapping | ingest timeseries | serve`."""
+"""Command line: `python -m app migrate | ingest mapping | ingest timeseries | readings | serve`."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 from uuid import UUID
@@ -26,6 +27,7 @@ from app.ingest.schemas import TimeseriesIngestRequest
 from app.jobs.exceptions import JobAlreadyRunning
 from app.jobs.schemas import Job, JobStatus
 from app.jobs.service import get_job
+from app.readings import client as readings_client
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help="sensor-service commands")
 ingest_cli = typer.Typer(no_args_is_help=True, help="Load the bucket into the databases.")
@@ -153,6 +155,46 @@ def ingest_timeseries(
         return await ingest_service.start_timeseries_job(resources, request)
 
     _run_and_report(start, quiet, strict)
+
+
+@cli.command()
+def readings(
+    sensor_name: Annotated[str, typer.Option(help="The sensor's name, e.g. sensor_00007.")],
+    start: Annotated[str, typer.Option(help="Inclusive; ISO 8601, naive = SOURCE_TIMEZONE.")],
+    end: Annotated[str, typer.Option(help="Exclusive; same forms as --start.")],
+    page_number: Annotated[int | None, typer.Option(help="Print only this page (JSON).")] = None,
+    page_size: Annotated[int, typer.Option(help="Readings per page.")] = 1000,
+    output_format: Annotated[
+        str, typer.Option("--format", help="csv: the whole range; json: one page.")
+    ] = "csv",
+    tz: Annotated[str, typer.Option(help="IANA zone of the printed timestamps.")] = "UTC",
+    url: Annotated[str, typer.Option(help="The service.")] = readings_client.DEFAULT_URL,
+    api_key: Annotated[str | None, typer.Option(envvar="SENSOR_API_KEY")] = None,
+) -> None:
+    """Print a sensor's readings from a running service, as the original scripts did."""
+    try:
+        if output_format == "json" or page_number is not None:
+            body = readings_client.fetch_readings_page(
+                sensor_name,
+                start,
+                end,
+                page=page_number or 1,
+                page_size=page_size,
+                base_url=url,
+                tz=tz,
+                api_key=api_key,
+            )
+            typer.echo(json.dumps(body, indent=1))
+            return
+        if output_format != "csv":
+            raise typer.BadParameter("--format is csv or json")
+        frame = readings_client.read_readings(
+            sensor_name, start, end, base_url=url, tz=tz, api_key=api_key
+        )
+        typer.echo(frame.to_csv(), nl=False)
+    except readings_client.ReadingsRequestFailed as failed:
+        typer.echo(str(failed), err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 @cli.command()

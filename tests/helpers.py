@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 
-from app.core.config import REPOSITORY_ROOT
+from app.core.config import REPOSITORY_ROOT, Settings
 from app.core.migrations import Database, apply_migrations
 
 
@@ -60,3 +67,67 @@ async def assert_sensor_stats_match_readings(timeseries_url: str) -> None:
     finally:
         await connection.close()
     assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
+
+
+def _server_environment(settings: Settings) -> dict[str, str]:
+    assert settings.s3_access_key_id is not None
+    assert settings.s3_secret_access_key is not None
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPOSITORY_ROOT),
+        "METADATA_DATABASE_URL": settings.metadata_database_url,
+        "TIMESERIES_DATABASE_URL": settings.timeseries_database_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        "S3_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
+        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+        "S3_BUCKET": settings.s3_bucket,
+        "API_KEYS": "recovery-test-key",
+    }
+
+
+class ServerProcess:
+    def __init__(self, settings: Settings, port: int, log: Path) -> None:
+        self._command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        self._environment = _server_environment(settings)
+        self._log = log
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        with self._log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self._command, env=self._environment, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=self.base_url) as client:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self._log.read_text()
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise AssertionError(f"server did not become ready: {self._log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()

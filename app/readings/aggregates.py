@@ -195,21 +195,21 @@ _PLAIN_MONTH_BUCKET = (
     f" / {_MONTHS_OF.format('$4::text::interval')}"
     f" * {_MONTHS_OF.format('$4::text::interval')})"
 )
+_TIMESCALE_FIXED = "time_bucket($4::text::interval, ts, origin => $5::timestamptz)"
+_TIMESCALE_WALL = "time_bucket($4::text::interval, local_ts, origin => $5::timestamp)"
 _BUCKET_SQL: dict[tuple[str, str], str] = {
     (STORAGE_POSTGRESQL, "fixed"): "date_bin($4::text::interval, ts, $5::timestamptz)",
-    (STORAGE_TIMESCALEDB, "fixed"): "time_bucket($4::text::interval, ts, origin => $5::timestamptz)",
+    (STORAGE_TIMESCALEDB, "fixed"): _TIMESCALE_FIXED,
     (STORAGE_POSTGRESQL, "wall"): "date_bin($4::text::interval, local_ts, $5::timestamp)",
+    (STORAGE_TIMESCALEDB, "wall"): _TIMESCALE_WALL,
+    # date_bin() takes no months; time_bucket() does (TimescaleDB >= 2.8).
     (STORAGE_POSTGRESQL, "months"): _PLAIN_MONTH_BUCKET,
-    (STORAGE_TIMESCALEDB, "wall"): "time_bucket($4::text::interval, local_ts, origin => $5::timestamp)",
-    (STORAGE_TIMESCALEDB, "months"): (
-        "time_bucket($4::text::interval, local_ts, origin => $5::timestamp)"
-    ),
+    (STORAGE_TIMESCALEDB, "months"): _TIMESCALE_WALL,
 }
+_RANGE_SQL = "FROM readings WHERE sensor_uuid = $1 AND ts >= $2 AND ts < $3"
 _SOURCE_SQL = {
-    "fixed": "SELECT ts, value FROM readings "
-    "WHERE sensor_uuid = $1 AND ts >= $2 AND ts < $3",
-    "calendar": "SELECT ts AT TIME ZONE $6::text AS local_ts, value FROM readings "
-    "WHERE sensor_uuid = $1 AND ts >= $2 AND ts < $3",
+    "fixed": f"SELECT ts, value {_RANGE_SQL}",
+    "calendar": f"SELECT ts AT TIME ZONE $6::text AS local_ts, value {_RANGE_SQL}",
 }
 
 
@@ -335,8 +335,8 @@ def _build_grid(start: datetime, end: datetime, interval: Interval, zone: ZoneIn
         count = math.ceil((end - first) / width)
         if count > MAX_BUCKETS:
             raise _too_many_buckets(interval)
-        starts = [first + index * width for index in range(count)]
-        return _Grid(keys=starts, starts=starts)
+        fixed_starts = [first + index * width for index in range(count)]
+        return _Grid(keys=fixed_starts, starts=fixed_starts)
 
     keys: list[datetime] = []
     starts: list[datetime] = []

@@ -75,3 +75,8 @@ async def copy_range(
         await connection.copy_from_query(
             query, sensor_uuid, start, end, output=output, format="csv", header=True
         )
+
+
+async def readings_storage(connection: Connection) -> str:
+    storage: str = await connection.fetchval("SELECT readings_storage()")
+    return storage

@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from app.core.deps import MetaConn, ResourcesDep, SettingsDep
 from app.core.errors import InvalidInput, error_responses
 from app.readings import service
-from app.readings.schemas import Order, ReadingFormat, ReadingsPage
+from app.readings.schemas import AggregatePage, Order, ReadingFormat, ReadingsPage
 from app.readings.service import MAX_LIMIT, ReadingsQuery
 from app.sensors.exceptions import SensorNotFound
 from app.sensors.service import sensor_by_name
@@ -61,6 +61,31 @@ def negotiate_format(requested: ReadingFormat | None, accept: str | None) -> Rea
     if "ndjson" in accept:
         return ReadingFormat.NDJSON
     return ReadingFormat.JSON
+
+
+@router.get(
+    "/aggregate",
+    response_model=AggregatePage,
+    response_model_exclude_none=True,
+    responses=error_responses(SensorNotFound, InvalidInput),
+)
+async def aggregate_readings(
+    query: QueryDep,
+    resources: ResourcesDep,
+    interval: Annotated[
+        str, Query(description="15m, 1h, 6h, 1d, 1w, 1mo ...: calendar buckets in tz.")
+    ] = "1h",
+    stats: Annotated[
+        str, Query(description="Comma-separated: count,min,max,avg,stddev,p25,median,p75.")
+    ] = "count,min,max,avg",
+    fill: Annotated[
+        str, Query(description="Empty buckets: none (omit), null, previous, linear.")
+    ] = "none",
+) -> AggregatePage:
+    """Statistics of a sensor per calendar bucket of tz (a Berlin day is 23 or 25 h on DST days)."""
+    return await service.aggregate(
+        resources.timeseries_pool, query, interval=interval, stats=stats, fill=fill
+    )
 
 
 @router.get(

@@ -16,9 +16,9 @@ import asyncpg
 from app.core.config import Settings
 from app.core.errors import InvalidInput
 from app.core.pagination import decode_cursor, encode_cursor
-from app.readings import repository
+from app.readings import aggregates, repository
 from app.readings.exceptions import InvalidParameter
-from app.readings.schemas import Order, Reading, ReadingsPage
+from app.readings.schemas import AggregateBucket, AggregatePage, Order, Reading, ReadingsPage
 
 MAX_LIMIT = 10_000
 # Chunks PostgreSQL's COPY output may queue ahead of a slow client: memory stays bounded.
@@ -170,3 +170,63 @@ async def stream_range(
         if not producer.done():
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
+
+
+def parse_aggregation(
+    interval: str, stats: str, fill: str
+) -> tuple[aggregates.Interval, list[aggregates.Stat], aggregates.Fill]:
+    try:
+        parsed_interval = aggregates.parse_interval(interval)
+    except ValueError as error:
+        raise InvalidParameter("interval", str(error)) from None
+    names = [name.strip() for name in stats.split(",") if name.strip()]
+    known = [stat.value for stat in aggregates.Stat]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise InvalidParameter("stats", f"choose from {', '.join(known)} (got {stats!r})")
+    try:
+        parsed_fill = aggregates.Fill(fill)
+    except ValueError:
+        choices = ", ".join(f.value for f in aggregates.Fill)
+        raise InvalidParameter("fill", f"choose from {choices}") from None
+    return parsed_interval, [aggregates.Stat(name) for name in names], parsed_fill
+
+
+async def aggregate(
+    pool: asyncpg.Pool, query: ReadingsQuery, *, interval: str, stats: str, fill: str
+) -> AggregatePage:
+    parsed_interval, parsed_stats, parsed_fill = parse_aggregation(interval, stats, fill)
+    zone = ZoneInfo(query.tz)
+    async with pool.acquire() as connection:
+        storage = await repository.readings_storage(connection)
+        try:
+            buckets = await aggregates.aggregate_readings(
+                connection,
+                sensor_uuid=query.sensor_uuid,
+                start=query.start,
+                end=query.end,
+                interval=parsed_interval,
+                stats=parsed_stats,
+                zone=zone,
+                fill=parsed_fill,
+                storage=storage,
+            )
+        except ValueError as error:
+            # The bucket cap, mostly: too fine an interval for the range.
+            raise InvalidParameter("interval", str(error)) from None
+    if query.order is Order.DESC:
+        buckets.reverse()
+    return AggregatePage(
+        sensor_name=query.sensor_name,
+        sensor_uuid=query.sensor_uuid,
+        start=query.start.astimezone(zone),
+        end=query.end.astimezone(zone),
+        interval=interval,
+        tz=query.tz,
+        stats=[stat.value for stat in parsed_stats],
+        fill=parsed_fill.value,
+        buckets=[
+            AggregateBucket(start=b.start, end=b.end, filled=b.filled, **b.values) for b in buckets
+        ],
+        count=len(buckets),
+    )

@@ -5,39 +5,18 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 import pytest
 
 from tests.conftest import IngestEnvironment
-from tests.helpers import run_job
-
-A = str(uuid.UUID(int=1))
-B = str(uuid.UUID(int=2))
-FIRST = datetime(2013, 10, 26, 0, 0, tzinfo=UTC)
-# 2,500 readings of A every 15 minutes, across the 2013-10-27 DST change; a few of B.
-A_TIMES = [FIRST + timedelta(minutes=15 * n) for n in range(2_500)]
-
-
-@pytest.fixture
-async def loaded(ingest: IngestEnvironment) -> IngestEnvironment:
-    await ingest.put("mapping.csv", f"sensor_name;sensor_uuid\nsensor_a;{A}\nsensor_b;{B}\n")
-    assert (await run_job(ingest.client, "/ingest/mapping"))["status"] == "succeeded"
-    lines = [f"{t.isoformat()};{A};{n * 0.5}" for n, t in enumerate(A_TIMES)]
-    lines += [f"{FIRST.isoformat()};{B};-1.0"]
-    await ingest.put("Timeseries/a.csv", "timestamp;sensor_uuid;sensor_value\n" + "\n".join(lines))
-    assert (await run_job(ingest.client, "/ingest/timeseries"))["rows_inserted"] == 2_501
-    return ingest
+from tests.readings.conftest import A_TIMES, A, iso
 
 
 async def get(ingest: IngestEnvironment, **params: Any) -> Any:
     return await ingest.client.get("/readings", params=params)
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def test_start_is_inclusive_and_end_exclusive(loaded: IngestEnvironment) -> None:
@@ -205,3 +184,77 @@ async def test_a_cursor_of_another_query_is_refused(loaded: IngestEnvironment) -
     response = await get(loaded, **{**base, "order": "desc"}, cursor=cursor)
     assert response.status_code == 422
     assert "another sensor, range or order" in response.json()["detail"]
+
+
+# --- aggregates ----------------------------------------------------------------------------
+
+
+async def test_daily_buckets_follow_berlin_days_of_23_or_25_hours(
+    loaded: IngestEnvironment,
+) -> None:
+    response = await loaded.client.get(
+        "/readings/aggregate",
+        params={
+            "sensor_name": "sensor_a",
+            "start": "2013-10-26",  # naive: Berlin midnight
+            "end": "2013-10-28",
+            "interval": "1d",
+            "tz": "Europe/Berlin",
+            "stats": "count,min,max,avg,median",
+        },
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [(b["start"], b["end"]) for b in body["buckets"]] == [
+        ("2013-10-26T00:00:00+02:00", "2013-10-27T00:00:00+02:00"),
+        ("2013-10-27T00:00:00+02:00", "2013-10-28T00:00:00+01:00"),  # 25 hours
+    ]
+    # Readings start 2013-10-26T00:00Z (02:00 Berlin), every 15 minutes.
+    assert [b["count"] for b in body["buckets"]] == [88, 100]
+    values = pd.Series([n * 0.5 for n in range(len(A_TIMES))])
+    second_day = values[88:188]
+    bucket = body["buckets"][1]
+    assert (bucket["min"], bucket["max"]) == (second_day.min(), second_day.max())
+    assert bucket["avg"] == pytest.approx(second_day.mean())
+    assert bucket["median"] == pytest.approx(second_day.median())
+    assert "stddev" not in bucket  # only the requested stats
+    assert (body["count"], body["has_more"]) == (2, False)
+
+
+async def test_empty_buckets_are_filled_on_request(loaded: IngestEnvironment) -> None:
+    params = {
+        "sensor_name": "sensor_b",  # one reading, at 2013-10-26T00:00Z
+        "start": "2013-10-26T00:00:00Z",
+        "end": "2013-10-26T03:00:00Z",
+        "interval": "1h",
+        "stats": "count,avg",
+    }
+    omitted = (await loaded.client.get("/readings/aggregate", params=params)).json()
+    assert [b["count"] for b in omitted["buckets"]] == [1]
+    carried = (
+        await loaded.client.get("/readings/aggregate", params={**params, "fill": "previous"})
+    ).json()
+    assert [(b["count"], b["avg"], b["filled"]) for b in carried["buckets"]] == [
+        (1, -1.0, False),
+        (0, -1.0, True),
+        (0, -1.0, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "named"),
+    [
+        ({"interval": "7m"}, "interval"),
+        ({"interval": "1y"}, "interval"),
+        ({"stats": "count,mode"}, "stats"),
+        ({"fill": "zero"}, "fill"),
+        ({"interval": "1m", "end": "2030-01-01"}, "interval"),  # too many buckets
+    ],
+)
+async def test_bad_aggregate_parameters_get_422_naming_them(
+    loaded: IngestEnvironment, params: dict[str, Any], named: str
+) -> None:
+    base = {"sensor_name": "sensor_a", "start": "2013-10-26", "end": "2013-10-28"}
+    response = await loaded.client.get("/readings/aggregate", params={**base, **params})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"{named}:")
