@@ -102,8 +102,9 @@ class Settings(BaseSettings):
 
     migrate_on_startup: bool = True
     migrations_dir: Path = REPOSITORY_ROOT / "db_init"
-    db_pool_min_size: int = Field(default=1, ge=0)
-    db_pool_max_size: int = Field(default=10, ge=1)
+    db_pool_min_size: int = Field(default=2, ge=0)
+    # Enough for ~20 concurrent reads plus ingestion workers per database.
+    db_pool_max_size: int = Field(default=24, ge=1)
     db_command_timeout_seconds: float = Field(default=60.0, gt=0)
     startup_timeout_seconds: float = Field(
         default=30.0, ge=0, description="How long startup waits for the databases to accept us."

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import StreamingResponse
 
-from app.core.deps import MetaConn, ResourcesDep, SettingsDep
+from app.core.deps import ResourcesDep
 from app.core.errors import InvalidInput, error_responses
 from app.readings import service
 from app.readings.schemas import AggregatePage, Order, ReadingFormat, ReadingsPage
@@ -22,8 +22,7 @@ MEDIA_TYPES = {
 
 
 async def readings_query(
-    settings: SettingsDep,
-    metadata: MetaConn,
+    resources: ResourcesDep,
     sensor_name: Annotated[str, Query(max_length=200, description="The sensor's name.")],
     start: Annotated[
         str,
@@ -37,9 +36,12 @@ async def readings_query(
     tz: Annotated[str, Query(description="IANA zone the timestamps are rendered in.")] = "UTC",
 ) -> ReadingsQuery:
     """The sensor, range and rendering every readings endpoint shares."""
-    sensor = await sensor_by_name(metadata, sensor_name)
+    # A single read: the connection is borrowed for the lookup only, not for the request,
+    # so a slow client or a long stream never holds a metadata connection.
+    async with resources.metadata_pool.acquire() as metadata:
+        sensor = await sensor_by_name(metadata, sensor_name)
     return service.build_query(
-        settings,
+        resources.settings,
         sensor_name=sensor_name,
         sensor_uuid=sensor["sensor_uuid"],
         start=start,
