@@ -28,6 +28,7 @@ from uuid import UUID
 
 import asyncpg
 
+from app.core.db import Connection
 from app.core.lifespan import Resources
 from app.ingest import repository
 from app.ingest.parsing import (
@@ -164,7 +165,11 @@ class TimeseriesLoader:
         try:
             await self._load_all()
         finally:
-            await self._export_rejections()
+            try:
+                await self._export_rejections()
+            except Exception:
+                # Never mask why the job ended; the rows stay in ingest_rejections.
+                logger.exception("could not export the rejected rows of %s", self.context.job_id)
 
     async def _load_all(self) -> None:
         async with self.resources.metadata_pool.acquire() as connection:
@@ -234,7 +239,7 @@ class TimeseriesLoader:
         return self._stop_reason is not None or self.context.cancel_event.is_set()
 
     async def _load_object_with_retries(
-        self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
+        self, connection: Connection, info: ObjectInfo, keeper: PartitionKeeper
     ) -> None:
         for _ in range(MAX_PARTITION_RETRIES):
             try:
@@ -249,7 +254,7 @@ class TimeseriesLoader:
         )
 
     async def _load_object(
-        self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
+        self, connection: Connection, info: ObjectInfo, keeper: PartitionKeeper
     ) -> ObjectStats:
         try:
             async with connection.transaction():
@@ -273,7 +278,7 @@ class TimeseriesLoader:
             return stats
 
     async def _copy_object(
-        self, connection: Any, info: ObjectInfo, keeper: PartitionKeeper
+        self, connection: Connection, info: ObjectInfo, keeper: PartitionKeeper
     ) -> ObjectStats:
         stats = ObjectStats()
         loop = asyncio.get_running_loop()
@@ -293,7 +298,7 @@ class TimeseriesLoader:
         return stats
 
     async def _record(
-        self, connection: Any, info: ObjectInfo, outcome: str, stats: ObjectStats
+        self, connection: Connection, info: ObjectInfo, outcome: str, stats: ObjectStats
     ) -> None:
         await repository.record_object(
             connection,
@@ -344,7 +349,7 @@ class TimeseriesLoader:
 
     async def _write_block(
         self,
-        connection: Any,
+        connection: Connection,
         info: ObjectInfo,
         parsed: ParsedBlock,
         stats: ObjectStats,
@@ -419,7 +424,7 @@ class TimeseriesLoader:
             )
 
     async def _reject_file(
-        self, connection: Any, info: ObjectInfo, rejected: FileRejected
+        self, connection: Connection, info: ObjectInfo, rejected: FileRejected
     ) -> ObjectStats:
         # Nothing of a rejected file is loaded, but its rows are still counted and it is
         # reported once, at line 1, with the reason.
