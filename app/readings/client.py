@@ -31,6 +31,16 @@ def _raise_for_error(response: httpx.Response) -> None:
     raise ReadingsRequestFailed(f"HTTP {response.status_code}: {detail}")
 
 
+def _get_readings(
+    base_url: str, params: dict[str, Any], api_key: str | None, timeout: float
+) -> httpx.Response:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    with httpx.Client(base_url=base_url, timeout=timeout) as client:
+        response = client.get("/readings", params=params, headers=headers)
+    _raise_for_error(response)
+    return response
+
+
 def read_readings(
     sensor_name: str,
     start: str,
@@ -44,10 +54,7 @@ def read_readings(
     """Readings of `sensor_name` in [start, end) as a DataFrame indexed by timestamp
     (tz-aware, in `tz`), with one `value` column."""
     params = {"sensor_name": sensor_name, "start": start, "end": end, "tz": tz, "format": "csv"}
-    headers = {"X-API-Key": api_key} if api_key else {}
-    with httpx.Client(base_url=base_url, timeout=timeout) as client:
-        response = client.get("/readings", params=params, headers=headers)
-    _raise_for_error(response)
+    response = _get_readings(base_url, params, api_key, timeout)
     frame = pd.read_csv(io.StringIO(response.text))
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).dt.tz_convert(tz)
     return frame.set_index("timestamp")
@@ -73,9 +80,5 @@ def fetch_readings_page(
         "page": page,
         "page_size": page_size,
     }
-    headers = {"X-API-Key": api_key} if api_key else {}
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        response = client.get("/readings", params=params, headers=headers)
-    _raise_for_error(response)
-    body: dict[str, Any] = response.json()
+    body: dict[str, Any] = _get_readings(base_url, params, api_key, timeout=60).json()
     return body
