@@ -138,12 +138,7 @@ async def service_stack(
             process_environment = {
                 **os.environ,
                 "PYTHONPATH": str(REPOSITORY_ROOT),
-                "METADATA_DATABASE_URL": metadata_url,
-                "TIMESERIES_DATABASE_URL": timeseries_url,
-                "S3_ENDPOINT_URL": s3server.endpoint_url,
-                "S3_ACCESS_KEY_ID": s3server.access_key,
-                "S3_SECRET_ACCESS_KEY": s3server.secret_key,
-                "S3_BUCKET": settings.s3_bucket,
+                **settings.to_environment(),
                 "LOG_LEVEL": "WARNING",
                 **(environment or {}),
             }

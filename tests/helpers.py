@@ -69,22 +69,6 @@ async def assert_sensor_stats_match_readings(timeseries_url: str) -> None:
     assert [tuple(row) for row in kept] == [tuple(row) for row in counted]
 
 
-def _server_environment(settings: Settings) -> dict[str, str]:
-    assert settings.s3_access_key_id is not None
-    assert settings.s3_secret_access_key is not None
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPOSITORY_ROOT),
-        "METADATA_DATABASE_URL": settings.metadata_database_url,
-        "TIMESERIES_DATABASE_URL": settings.timeseries_database_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "S3_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
-        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
-        "S3_BUCKET": settings.s3_bucket,
-        "API_KEYS": "recovery-test-key",
-    }
-
-
 class ServerProcess:
     def __init__(self, settings: Settings, port: int, log: Path) -> None:
         self._command = [
@@ -97,7 +81,11 @@ class ServerProcess:
             "--log-level",
             "warning",
         ]
-        self._environment = _server_environment(settings)
+        self._environment = {
+            **os.environ,
+            "PYTHONPATH": str(REPOSITORY_ROOT),
+            **settings.to_environment(),
+        }
         self._log = log
         self.base_url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen[bytes] | None = None

@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from app.__main__ import EXIT_FAILED, EXIT_REJECTED, cli
-from app.core.config import Settings
 from tests.conftest import IngestEnvironment
 
 SENSOR = "00000000-0000-0000-0000-000000000001"
@@ -18,17 +17,7 @@ SENSOR = "00000000-0000-0000-0000-000000000001"
 def cli_environment(
     ingest: IngestEnvironment, monkeypatch: pytest.MonkeyPatch, tmp_path: object
 ) -> IngestEnvironment:
-    settings: Settings = ingest.settings
-    assert settings.s3_access_key_id is not None
-    assert settings.s3_secret_access_key is not None
-    for name, value in {
-        "METADATA_DATABASE_URL": settings.metadata_database_url,
-        "TIMESERIES_DATABASE_URL": settings.timeseries_database_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "S3_ACCESS_KEY_ID": settings.s3_access_key_id.get_secret_value(),
-        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
-        "S3_BUCKET": settings.s3_bucket,
-    }.items():
+    for name, value in ingest.settings.to_environment().items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(str(tmp_path))
     return ingest

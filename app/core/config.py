@@ -46,6 +46,14 @@ class ApiKey:
             raise ValueError(f"API key entry {entry!r} has a scope but no key")
         return cls(SecretStr(secret), frozenset({scope}))
 
+    def to_entry(self) -> str:
+        """The `API_KEYS` entry this key was parsed from (bare when it has both scopes)."""
+        secret = self.secret.get_secret_value()
+        if self.scopes == frozenset(ApiScope):
+            return secret
+        (scope,) = self.scopes
+        return f"{scope.value}:{secret}"
+
 
 def _redact_dsn(dsn: str) -> str:
     parts = urlsplit(dsn)
@@ -168,6 +176,29 @@ class Settings(BaseSettings):
     @property
     def source_zone(self) -> ZoneInfo:
         return ZoneInfo(self.source_timezone)
+
+    def to_environment(self) -> dict[str, str]:
+        """Environment variables that reproduce these settings' connections and data rules
+        in another process (a server started by tests, a CLI in another terminal)."""
+        secrets = {
+            "S3_ACCESS_KEY_ID": self.s3_access_key_id,
+            "S3_SECRET_ACCESS_KEY": self.s3_secret_access_key,
+        }
+        environment = {
+            "METADATA_DATABASE_URL": self.metadata_database_url,
+            "TIMESERIES_DATABASE_URL": self.timeseries_database_url,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url or "",
+            "S3_BUCKET": self.s3_bucket,
+            "S3_REGION": self.s3_region,
+            "MAPPING_KEY": self.mapping_key,
+            "TIMESERIES_PREFIX": self.timeseries_prefix,
+            "SOURCE_TIMEZONE": self.source_timezone,
+            "API_KEYS": ",".join(key.to_entry() for key in self.api_keys),
+        }
+        environment.update(
+            {name: value.get_secret_value() for name, value in secrets.items() if value}
+        )
+        return environment
 
     def describe(self) -> dict[str, str]:
         """Settings safe to print: DSN passwords and S3 secrets are masked."""

@@ -127,23 +127,12 @@ async def _seed_demo_data(settings: Settings, preset: str) -> None:
 
 def _write_env_file(settings: Settings) -> Path:
     """The stack's settings, so the CLI in another terminal talks to the same services."""
-    values = {
-        "METADATA_DATABASE_URL": settings.metadata_database_url,
-        "TIMESERIES_DATABASE_URL": settings.timeseries_database_url,
-        "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
-        "S3_ACCESS_KEY_ID": (
-            settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else ""
-        ),
-        "S3_SECRET_ACCESS_KEY": (
-            settings.s3_secret_access_key.get_secret_value()
-            if settings.s3_secret_access_key
-            else ""
-        ),
-        "S3_BUCKET": settings.s3_bucket,
-        "API_KEYS": ",".join(key.secret.get_secret_value() for key in settings.api_keys),
-    }
     path = DEV_DIR / "env"
-    path.write_text("".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items()))
+    path.write_text(
+        "".join(
+            f"{name}={shlex.quote(value)}\n" for name, value in settings.to_environment().items()
+        )
+    )
     path.chmod(0o600)
     return path
 

@@ -126,3 +126,22 @@ def test_example_env_documents_every_setting() -> None:
     expected |= {"MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"}
     assert expected <= documented, f"missing from example.env: {sorted(expected - documented)}"
     assert documented <= expected, f"example.env names unknown settings: {documented - expected}"
+
+
+def test_to_environment_reproduces_the_settings_in_another_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = Settings(
+        _env_file=None,
+        metadata_database_url="postgresql://app:pw@db:5432/meta",
+        s3_endpoint_url="http://s3:9000",
+        s3_access_key_id="AKIA",
+        s3_secret_access_key="secret",
+        timeseries_prefix="data/",
+        api_keys="read:reader-key,write:writer-key,both-key",
+    )
+    environment = original.to_environment()
+    assert environment["API_KEYS"] == "read:reader-key,write:writer-key,both-key"
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert Settings(_env_file=None) == original
