@@ -12,15 +12,14 @@ import csv
 import io
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
 
 from app.core.lifespan import Resources
 from app.ingest import repository
 from app.ingest.parsing import CsvLayout, FileRejected, LineBlocks, detect_layout
-from app.ingest.timeseries_loader import REJECTED_PREFIX
+from app.ingest.timeseries_loader import REJECTED_PREFIX, object_line_blocks
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobContext
-from app.storage.s3 import head_object, stream_object
+from app.storage.s3 import head_object
 
 REQUIRED_COLUMNS = ("sensor_name", "sensor_uuid")
 
@@ -74,7 +73,9 @@ async def load_mapping(context: JobContext, resources: Resources) -> None:
         lines = LineBlocks()
         layout: CsvLayout | None = None
         try:
-            async for block, first_line in _blocks(resources, key, lines):
+            async for block, first_line in object_line_blocks(
+                resources.s3, settings.s3_bucket, key, lines
+            ):
                 if layout is None:
                     layout = detect_layout(lines.header or b"", REQUIRED_COLUMNS)
                 accepted, bad = parse_mapping_block(block, first_line, layout)
@@ -101,16 +102,6 @@ async def load_mapping(context: JobContext, resources: Resources) -> None:
         context.report_error(JobError(object_key=key, line_number=line_number, reason=reason))
     if rejected:
         context.rejected_rows_key = await _upload_rejections(resources, context, key, rejected)
-
-
-async def _blocks(
-    resources: Resources, key: str, lines: LineBlocks
-) -> AsyncIterator[tuple[bytes, int]]:
-    async for chunk in stream_object(resources.s3, resources.settings.s3_bucket, key):
-        for item in lines.feed(chunk):
-            yield item
-    for item in lines.finish():
-        yield item
 
 
 async def _upload_rejections(

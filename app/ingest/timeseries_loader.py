@@ -45,7 +45,7 @@ from app.ingest.parsing import (
 from app.ingest.schemas import TimeseriesIngestRequest
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobCancelled, JobContext
-from app.storage.s3 import ObjectInfo, list_objects, stream_object
+from app.storage.s3 import ObjectInfo, S3Client, list_objects, stream_object
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,29 @@ def _month_index(microseconds: int) -> int:
 def is_data_object(key: str) -> bool:
     lowered = key.lower()
     return lowered.endswith(DATA_SUFFIXES) and not key.startswith(REJECTED_PREFIX)
+
+
+async def object_line_blocks(
+    s3: S3Client, bucket: str, key: str, lines: LineBlocks
+) -> AsyncIterator[tuple[bytes, int]]:
+    """An object's complete lines in blocks (with the first line number of each), streamed
+    and, for `.gz` keys, decompressed off the event loop."""
+    loop = asyncio.get_running_loop()
+    # wbits 47: accept gzip and zlib headers, as gzip(1) and Python's gzip write them.
+    decompressor = zlib.decompressobj(47) if key.lower().endswith(".gz") else None
+    async for chunk in stream_object(s3, bucket, key):
+        if decompressor is not None:
+            chunk = await loop.run_in_executor(None, decompressor.decompress, chunk)
+        for item in lines.feed(chunk):
+            yield item
+    if decompressor is not None:
+        tail = decompressor.flush()
+        if not decompressor.eof:
+            raise FileRejected("the gzip stream is truncated")
+        for item in lines.feed(tail):
+            yield item
+    for item in lines.finish():
+        yield item
 
 
 class PartitionKeeper:
@@ -285,7 +308,9 @@ class TimeseriesLoader:
         parser: ReadingsBlockParser | None = None
         lines = LineBlocks()
         wrote_readings = False
-        async for block, first_line in self._blocks(info, lines):
+        async for block, first_line in object_line_blocks(
+            self.resources.s3, self.settings.s3_bucket, info.key, lines
+        ):
             if parser is None:
                 parser = self._parser_for(lines)
             parsed = await loop.run_in_executor(None, parser.parse, block, first_line)
@@ -325,27 +350,6 @@ class TimeseriesLoader:
             nonexistent=self.nonexistent,
             group_by_sensor=True,
         )
-
-    async def _blocks(
-        self, info: ObjectInfo, lines: LineBlocks
-    ) -> AsyncIterator[tuple[bytes, int]]:
-        loop = asyncio.get_running_loop()
-        gzipped = info.key.lower().endswith(".gz")
-        # wbits 47: accept gzip and zlib headers, as gzip(1) and Python's gzip write them.
-        decompressor = zlib.decompressobj(47) if gzipped else None
-        async for chunk in stream_object(self.resources.s3, self.settings.s3_bucket, info.key):
-            if decompressor is not None:
-                chunk = await loop.run_in_executor(None, decompressor.decompress, chunk)
-            for item in lines.feed(chunk):
-                yield item
-        if decompressor is not None:
-            tail = decompressor.flush()
-            if not decompressor.eof:
-                raise FileRejected("the gzip stream is truncated")
-            for item in lines.feed(tail):
-                yield item
-        for item in lines.finish():
-            yield item
 
     async def _write_block(
         self,
@@ -445,7 +449,9 @@ class TimeseriesLoader:
         """Non-blank lines after the header, counted without parsing them."""
         count = 0
         try:
-            async for block, _ in self._blocks(info, lines):
+            async for block, _ in object_line_blocks(
+                self.resources.s3, self.settings.s3_bucket, info.key, lines
+            ):
                 pieces = block.split(b"\n")
                 count += len(pieces) - pieces.count(b"") - pieces.count(b"\r")
         except FileRejected:
