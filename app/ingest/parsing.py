@@ -257,6 +257,16 @@ class Rejection:
     raw_line: str
 
 
+@dataclass(frozen=True)
+class SensorSummary:
+    """The accepted rows of one sensor in a block: how many, and the first and last."""
+
+    sensor_uuid: uuid.UUID
+    count: int
+    first_us: int  # Unix microseconds (UTC)
+    last_us: int
+
+
 @dataclass
 class ParsedBlock:
     copy_rows: bytes  # binary COPY tuples, no file header or trailer
@@ -266,6 +276,7 @@ class ParsedBlock:
     rejected: list[Rejection]
     min_ts_us: int | None  # Unix microseconds (UTC) of accepted rows
     max_ts_us: int | None
+    by_sensor: list[SensorSummary]  # accepted rows per sensor (for the sensor summary table)
     dst_ambiguous_by_order: int
     dst_ambiguous_by_rule: int
     dst_nonexistent_shifted: int
@@ -360,6 +371,7 @@ class ReadingsBlockParser:
             rejected=rejected,
             min_ts_us=int(instants.min()) if instants.size else None,
             max_ts_us=int(instants.max()) if instants.size else None,
+            by_sensor=self._summarise(instants, sensors),
             dst_ambiguous_by_order=dst.by_order,
             dst_ambiguous_by_rule=dst.by_rule,
             dst_nonexistent_shifted=dst.shifted,
@@ -579,6 +591,19 @@ class ReadingsBlockParser:
         return index, malformed, unknown
 
     # -- output -------------------------------------------------------------------------------
+
+    def _summarise(self, instants: IntArray, sensors: IntArray) -> list[SensorSummary]:
+        present, inverse, counts = np.unique(sensors, return_inverse=True, return_counts=True)
+        first = np.full(present.size, np.iinfo(np.int64).max)
+        last = np.full(present.size, np.iinfo(np.int64).min)
+        np.minimum.at(first, inverse, instants)
+        np.maximum.at(last, inverse, instants)
+        return [
+            SensorSummary(uuid.UUID(bytes=self._uuid_bytes[sensor].tobytes()), n, lo, hi)
+            for sensor, n, lo, hi in zip(
+                present.tolist(), counts.tolist(), first.tolist(), last.tolist(), strict=True
+            )
+        ]
 
     def _encode(self, instants: IntArray, sensors: IntArray, values: Any) -> bytes:
         if self._group_by_sensor:
@@ -1125,31 +1150,3 @@ def _transition_between(zone: ZoneInfo, earliest_us: int, latest_us: int) -> int
         else:
             high = middle
     return high * _US_PER_SECOND
-
-
-@dataclass(frozen=True)
-class SensorSummary:
-    """Readings of one sensor in a COPY payload: how many, and the first and last instant."""
-
-    sensor_uuid: uuid.UUID
-    count: int
-    first_us: int
-    last_us: int
-
-
-def summarise_copy_rows(copy_rows: bytes) -> list[SensorSummary]:
-    """Per-sensor count, first and last instant (Unix microseconds) of encoded tuples."""
-    tuples = np.frombuffer(copy_rows, dtype=_COPY_TUPLE)
-    if tuples.size == 0:
-        return []
-    keys = np.ascontiguousarray(tuples["uuid"]).view(np.dtype((np.void, 16))).ravel()
-    sensors, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    instants = tuples["ts"].astype(np.int64) + _PG_EPOCH_US
-    first = np.full(sensors.size, np.iinfo(np.int64).max)
-    last = np.full(sensors.size, np.iinfo(np.int64).min)
-    np.minimum.at(first, inverse, instants)
-    np.maximum.at(last, inverse, instants)
-    return [
-        SensorSummary(uuid.UUID(bytes=bytes(sensor)), int(n), int(lo), int(hi))
-        for sensor, n, lo, hi in zip(sensors, counts, first, last, strict=True)
-    ]

@@ -40,7 +40,6 @@ from app.ingest.parsing import (
     ParsedBlock,
     ReadingsBlockParser,
     detect_layout,
-    summarise_copy_rows,
 )
 from app.ingest.schemas import TimeseriesIngestRequest
 from app.jobs.schemas import JobError
@@ -380,10 +379,7 @@ class TimeseriesLoader:
                     inserted += row["count"]
             else:
                 inserted = parsed.rows_accepted
-                summaries = await asyncio.get_running_loop().run_in_executor(
-                    None, summarise_copy_rows, parsed.copy_rows
-                )
-                for summary in summaries:
+                for summary in parsed.by_sensor:
                     stats.add_inserted(
                         summary.sensor_uuid,
                         summary.count,

@@ -887,3 +887,34 @@ def test_group_by_sensor_orders_tuples_by_sensor_then_time_without_changing_them
 
 
 KNOWN_ORDER = {known: index for index, known in enumerate(sorted(KNOWN))}
+
+
+def test_by_sensor_summarises_exactly_the_accepted_rows() -> None:
+    content = "\n".join(
+        [
+            HEADER,
+            f"2013-01-01 00:10:00+00:00;{SENSOR_B};1",
+            f"2013-01-01 00:05:00+00:00;{SENSOR_A};2",
+            f"2013-01-01 00:00:00+00:00;{SENSOR_B};3",
+            f"2013-01-01 00:20:00+00:00;{SENSOR_A};x",  # rejected: not counted
+            f"2013-01-01 00:05:00+00:00;{SENSOR_A};9",  # repeat: not counted
+            f"2013-01-01 00:30:00+00:00;{SENSOR_A};4",
+        ]
+    )
+    parsed = parse_file(content)
+    (block,) = parsed.blocks
+    expected: dict[str, tuple[int, int, int]] = {}
+    for reading in parsed.readings:
+        count, first, last = expected.get(reading.sensor_uuid, (0, reading.instant_us, 0))
+        expected[reading.sensor_uuid] = (
+            count + 1,
+            min(first, reading.instant_us),
+            max(last, reading.instant_us),
+        )
+    summaries = {str(s.sensor_uuid): (s.count, s.first_us, s.last_us) for s in block.by_sensor}
+    assert summaries == expected
+    assert summaries[SENSOR_A] == (
+        2,
+        unix_us("2013-01-01T00:05:00+00:00"),
+        unix_us("2013-01-01T00:30:00+00:00"),
+    )
