@@ -42,6 +42,7 @@ from app.ingest.parsing import (
     detect_layout,
 )
 from app.ingest.schemas import TimeseriesIngestRequest
+from app.jobs.repository import MAX_REPORTED_ERRORS
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobCancelled, JobContext
 from app.storage.s3 import ObjectInfo, S3Client, list_objects, stream_object
@@ -99,9 +100,10 @@ def _utc(microseconds: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds)
 
 
-def _month_index(microseconds: int) -> int:
-    moment = _utc(microseconds)
-    return moment.year * 12 + moment.month - 1
+def _months(lower_us: int, upper_us: int) -> range:
+    """Month numbers (year * 12 + month - 1, UTC) from the one of lower to that of upper."""
+    lower, upper = _utc(lower_us), _utc(upper_us)
+    return range(lower.year * 12 + lower.month - 1, upper.year * 12 + upper.month)
 
 
 def is_data_object(key: str) -> bool:
@@ -145,15 +147,14 @@ class PartitionKeeper:
     def missing(self, lower_us: int, upper_us: int) -> bool:
         if not self._enabled:
             return False
-        months = range(_month_index(lower_us), _month_index(upper_us) + 1)
-        return not self._months.issuperset(months)
+        return not self._months.issuperset(_months(lower_us, upper_us))
 
     async def ensure(self, lower_us: int, upper_us: int) -> None:
         if not self.missing(lower_us, upper_us):
             return
         async with self._lock:
             await repository.ensure_partitions(self._connection, _utc(lower_us), _utc(upper_us))
-            self._months.update(range(_month_index(lower_us), _month_index(upper_us) + 1))
+            self._months.update(_months(lower_us, upper_us))
 
 
 class TimeseriesLoader:
@@ -393,7 +394,7 @@ class TimeseriesLoader:
                 info.key,
                 [(r.line_number, r.reason, r.raw_line) for r in parsed.rejected],
             )
-            for rejection in parsed.rejected[: 100 - len(stats.first_errors)]:
+            for rejection in parsed.rejected[: MAX_REPORTED_ERRORS - len(stats.first_errors)]:
                 stats.first_errors.append(
                     JobError(
                         object_key=info.key,
