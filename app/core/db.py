@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -19,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # What repositories take: a plain connection or one borrowed from a pool.
 Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
+# Where `COPY ... TO STDOUT` output goes, chunk by chunk (asyncpg's `output=` coroutine).
+CopySink: TypeAlias = Callable[[bytes], Coroutine[Any, Any, None]]
 
 # What "the database is not up yet" looks like to asyncpg: refused or reset connections, a
 # server still starting, or DNS not yet resolving a compose service name.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from app.core.db import Connection
+from app.core.db import Connection, CopySink
 
 READING_COLUMNS = ("ts", "sensor_uuid", "value")
 
@@ -243,9 +242,7 @@ async def has_rejections(connection: Connection, job_id: UUID) -> bool:
     return found
 
 
-async def export_rejections(
-    connection: Connection, job_id: UUID, output: Callable[[bytes], Coroutine[Any, Any, None]]
-) -> None:
+async def export_rejections(connection: Connection, job_id: UUID, output: CopySink) -> None:
     """Every rejected row of the job as CSV, written by PostgreSQL itself."""
     await connection.copy_from_query(
         """

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from app.core.db import Connection
+from app.core.db import Connection, CopySink
 
 
 async def fetch_page(
@@ -40,9 +38,6 @@ async def fetch_page(
     return await connection.fetch(query, sensor_uuid, start, end, after, limit, offset)
 
 
-CsvSink = Callable[[bytes], Coroutine[Any, Any, None]]
-
-
 async def copy_range(
     connection: Connection,
     *,
@@ -52,7 +47,7 @@ async def copy_range(
     descending: bool,
     tz: str,
     ndjson: bool,
-    output: CsvSink,
+    output: CopySink,
 ) -> None:
     """The whole range, formatted by PostgreSQL itself (COPY TO STDOUT): CSV with a header,
     or one JSON object a line. Timestamps are ISO 8601 with the offset of `tz`."""
