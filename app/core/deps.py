@@ -13,7 +13,9 @@ from app.core.lifespan import Resources
 from app.storage.s3 import S3Client
 
 
-def get_resources(request: Request) -> Resources:
+# These are `async def` although they never await: FastAPI runs a plain `def` dependency
+# in its thread pool, and that hand-off cost more than the rest of a readings request.
+async def get_resources(request: Request) -> Resources:
     resources: Resources = request.state.resources
     return resources
 
@@ -21,11 +23,11 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings(resources: ResourcesDep) -> Settings:
+async def get_settings(resources: ResourcesDep) -> Settings:
     return resources.settings
 
 
-def get_s3(resources: ResourcesDep) -> S3Client:
+async def get_s3(resources: ResourcesDep) -> S3Client:
     return resources.s3
 
 

@@ -7,6 +7,7 @@ from fastapi.responses import StreamingResponse
 
 from app.core.deps import ResourcesDep
 from app.core.errors import InvalidInput, error_responses
+from app.core.responses import JSONBytesResponse
 from app.readings import service
 from app.readings.schemas import AggregatePage, Order, ReadingFormat, ReadingsPage
 from app.readings.service import MAX_LIMIT, ReadingsQuery
@@ -123,7 +124,7 @@ async def get_readings(
     page_size: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="Alias of limit for page.")
     ] = None,
-) -> ReadingsPage | StreamingResponse:
+) -> JSONBytesResponse | StreamingResponse:
     """Readings of a sensor in [start, end): a page of JSON, or the whole range as CSV/NDJSON."""
     chosen = negotiate_format(format, accept)
     if chosen is not ReadingFormat.JSON:
@@ -131,6 +132,7 @@ async def get_readings(
             resources.timeseries_pool, query, ndjson=chosen is ReadingFormat.NDJSON
         )
         return StreamingResponse(stream, media_type=MEDIA_TYPES[chosen])
-    return await service.read_page(
+    page_body = await service.read_page(
         resources.timeseries_pool, query, limit=page_size or limit, cursor=cursor, page=page
     )
+    return JSONBytesResponse(page_body)

@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,7 +19,7 @@ from app.core.errors import InvalidInput
 from app.core.pagination import decode_cursor, encode_cursor
 from app.readings import aggregates, repository
 from app.readings.exceptions import InvalidParameter
-from app.readings.schemas import AggregateBucket, AggregatePage, Order, Reading, ReadingsPage
+from app.readings.schemas import AggregateBucket, AggregatePage, Order
 
 MAX_LIMIT = 10_000
 # Chunks PostgreSQL's COPY output may queue ahead of a slow client: memory stays bounded.
@@ -86,7 +87,9 @@ async def read_page(
     limit: int,
     cursor: str | None,
     page: int | None,
-) -> ReadingsPage:
+) -> dict[str, Any]:
+    """One page, shaped as ReadingsPage, of plain values for JSONBytesResponse: a model per
+    reading cost more than the query itself."""
     after = None
     offset = 0
     if cursor is not None and page is not None:
@@ -113,24 +116,24 @@ async def read_page(
     has_more = len(records) > limit
     records = records[:limit]
     zone = ZoneInfo(query.tz)
-    items = [Reading(timestamp=r["ts"].astimezone(zone), value=r["value"]) for r in records]
+    items = [{"timestamp": ts.astimezone(zone), "value": value} for ts, value in records]
     next_cursor = None
     if has_more:
         next_cursor = encode_cursor(
             {"after": records[-1]["ts"].isoformat(), "query": query.fingerprint}
         )
-    return ReadingsPage(
-        sensor_name=query.sensor_name,
-        sensor_uuid=query.sensor_uuid,
-        start=query.start.astimezone(zone),
-        end=query.end.astimezone(zone),
-        order=query.order,
-        tz=query.tz,
-        items=items,
-        count=len(items),
-        has_more=has_more,
-        next_cursor=next_cursor,
-    )
+    return {
+        "sensor_name": query.sensor_name,
+        "sensor_uuid": query.sensor_uuid,
+        "start": query.start.astimezone(zone),
+        "end": query.end.astimezone(zone),
+        "order": query.order,
+        "tz": query.tz,
+        "items": items,
+        "count": len(items),
+        "has_more": has_more,
+        "next_cursor": next_cursor,
+    }
 
 
 async def stream_range(

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from app.readings.schemas import ReadingsPage
 from tests.conftest import IngestEnvironment
 from tests.readings.conftest import A_TIMES, A, iso
 
@@ -29,6 +30,21 @@ async def test_start_is_inclusive_and_end_exclusive(loaded: IngestEnvironment) -
     assert [item["value"] for item in body["items"]] == [5.0, 5.5, 6.0]
     assert (body["count"], body["has_more"], body["next_cursor"]) == (3, False, None)
     assert body["sensor_uuid"] == A
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+async def test_a_page_is_rendered_exactly_as_its_documented_model(
+    loaded: IngestEnvironment, tz: str
+) -> None:
+    # Pages bypass pydantic on the way out (orjson from plain values), so the bytes must
+    # match what the response model declared in the OpenAPI would render.
+    response = await get(
+        loaded, sensor_name="sensor_a", start=iso(A_TIMES[0]), end="2014-01-01", limit=4, tz=tz
+    )
+    assert response.headers["content-type"] == "application/json"
+    page = ReadingsPage.model_validate_json(response.content)
+    assert page.model_dump_json().encode() == response.content
+    assert page.has_more and page.next_cursor
 
 
 async def test_naive_times_are_read_in_the_source_timezone(loaded: IngestEnvironment) -> None:
