@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
+from app.anomalies.router import router as anomalies_router
 from app.core.config import Settings
 from app.core.errors import register_error_handlers
 from app.core.lifespan import lifespan_for
@@ -23,6 +24,9 @@ Sensor readings from an S3 bucket of CSV files, by sensor **name**.
 * Sensors: `GET /sensors` (by name prefix, paginated), `GET /sensors/{name}`.
 * Readings: `GET /readings?sensor_name=&start=&end=` pages (JSON) or streams the whole
   range (`format=csv|ndjson`, `pd.read_csv(url)` works).
+* Anomalies: `GET /anomalies?sensor_name=&start=&end=` (change points, a regression per
+  segment, flagged readings, explained), `GET /anomalies/plot` (PNG), `POST /anomalies/scan`
+  (every sensor, as a job) and `GET /anomalies/report` (sensors ranked).
 * Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
 """
 
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(sensors_router)
     app.include_router(readings_router)
+    app.include_router(anomalies_router)
     return app
 
 

@@ -79,6 +79,9 @@ def settings(database_urls: tuple[str, str], s3_endpoint: S3Endpoint) -> Setting
         api_keys="test-key-with-both-scopes",
         migrate_on_startup=False,
         startup_timeout_seconds=5,
+        analysis_workers=2,
+        # Each test app would otherwise start (and stop) its analysis processes.
+        analysis_prewarm=False,
     )
 
 
@@ -104,7 +107,7 @@ async def client(settings: Settings, s3: S3Client) -> AsyncIterator[httpx.AsyncC
 
 
 TIMESERIES_TABLES = "readings, ingested_objects, ingest_rejections, sensor_stats"
-METADATA_TABLES = "sensors, jobs, job_errors"
+METADATA_TABLES = "sensors, jobs, job_errors, anomaly_scan_results"
 
 
 @dataclass

@@ -7,6 +7,7 @@ original challenge already have in their `.env` (`MINIO_ENDPOINT`, `MINIO_ACCESS
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -107,6 +108,25 @@ class Settings(BaseSettings):
     )
 
     api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
+
+    analysis_workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=64,
+        description="Processes fitting anomaly models (CPU-bound work off the event loop).",
+    )
+    analysis_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Longest one anomaly request may take, queueing included."
+    )
+    analysis_max_pending: int = Field(
+        default=16, ge=1, description="Anomaly requests in progress or waiting; more get 503."
+    )
+    analysis_max_points: int = Field(
+        default=2_000_000, ge=1000, description="Most readings one anomaly request analyses."
+    )
+    analysis_prewarm: bool = Field(
+        default=True, description="Start the analysis processes at startup, not on first use."
+    )
 
     migrate_on_startup: bool = True
     migrations_dir: Path = REPOSITORY_ROOT / "db_init"

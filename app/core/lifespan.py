@@ -1,4 +1,5 @@
-"""What the service owns while it runs: two asyncpg pools and one S3 client."""
+"""What the service owns while it runs: two asyncpg pools, one S3 client, the job
+supervisor and the analysis processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import asyncpg
 from fastapi import FastAPI
 
+from app.anomalies.analysis_pool import AnalysisPool
 from app.core.config import Settings
 from app.core.db import connect_with_retry, create_pool
 from app.core.migrations import Database, apply_migrations
@@ -26,6 +28,7 @@ class Resources:
     timeseries_pool: asyncpg.Pool
     s3: S3Client
     jobs: JobSupervisor
+    analysis: AnalysisPool
 
 
 async def migrate_databases(settings: Settings) -> dict[Database, list[str]]:
@@ -69,12 +72,25 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             stack.push_async_callback(pool.close)
             pools.append(pool)
         s3 = await open_s3_client(settings, stack)
+        analysis = AnalysisPool(
+            settings.analysis_workers,
+            max_pending=settings.analysis_max_pending,
+            timeout_seconds=settings.analysis_timeout_seconds,
+        )
+        stack.push_async_callback(analysis.close)
+        if settings.analysis_prewarm:
+            analysis.prewarm()
         jobs = JobSupervisor(pools[0], settings.metadata_database_url)
         await jobs.recover_abandoned()
         # Runs before the pools close: jobs stop at a batch boundary and are recorded.
         stack.push_async_callback(jobs.shutdown)
         yield Resources(
-            settings, metadata_pool=pools[0], timeseries_pool=pools[1], s3=s3, jobs=jobs
+            settings,
+            metadata_pool=pools[0],
+            timeseries_pool=pools[1],
+            s3=s3,
+            jobs=jobs,
+            analysis=analysis,
         )
 
 

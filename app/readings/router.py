@@ -2,17 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from app.core.deps import ResourcesDep
 from app.core.errors import InvalidInput, error_responses
 from app.core.responses import JSONBytesResponse
 from app.readings import service
-from app.readings.schemas import AggregatePage, Order, ReadingFormat, ReadingsPage
-from app.readings.service import MAX_LIMIT, ReadingsQuery
+from app.readings.dependencies import QueryDep
+from app.readings.schemas import AggregatePage, ReadingFormat, ReadingsPage
+from app.readings.service import MAX_LIMIT
 from app.sensors.exceptions import SensorNotFound
-from app.sensors.service import sensor_by_name
 
 router = APIRouter(prefix="/readings", tags=["readings"])
 
@@ -20,39 +20,6 @@ MEDIA_TYPES = {
     ReadingFormat.CSV: "text/csv; charset=utf-8",
     ReadingFormat.NDJSON: "application/x-ndjson",
 }
-
-
-async def readings_query(
-    resources: ResourcesDep,
-    sensor_name: Annotated[str, Query(max_length=200, description="The sensor's name.")],
-    start: Annotated[
-        str,
-        Query(
-            description="Inclusive. ISO 8601 with an offset or Z; a naive time is read in "
-            "SOURCE_TIMEZONE (Europe/Berlin by default)."
-        ),
-    ],
-    end: Annotated[str, Query(description="Exclusive. Same forms as start.")],
-    order: Annotated[Order, Query(description="Time order.")] = Order.ASC,
-    tz: Annotated[str, Query(description="IANA zone the timestamps are rendered in.")] = "UTC",
-) -> ReadingsQuery:
-    """The sensor, range and rendering every readings endpoint shares."""
-    # A single read: the connection is borrowed for the lookup only, not for the request,
-    # so a slow client or a long stream never holds a metadata connection.
-    async with resources.metadata_pool.acquire() as metadata:
-        sensor = await sensor_by_name(metadata, sensor_name)
-    return service.build_query(
-        resources.settings,
-        sensor_name=sensor_name,
-        sensor_uuid=sensor["sensor_uuid"],
-        start=start,
-        end=end,
-        order=order,
-        tz=tz,
-    )
-
-
-QueryDep = Annotated[ReadingsQuery, Depends(readings_query)]
 
 
 def negotiate_format(requested: ReadingFormat | None, accept: str | None) -> ReadingFormat:

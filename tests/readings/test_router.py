@@ -44,7 +44,8 @@ async def test_a_page_is_rendered_exactly_as_its_documented_model(
     assert response.headers["content-type"] == "application/json"
     page = ReadingsPage.model_validate_json(response.content)
     assert page.model_dump_json().encode() == response.content
-    assert page.has_more and page.next_cursor
+    assert page.has_more
+    assert page.next_cursor
 
 
 async def test_naive_times_are_read_in_the_source_timezone(loaded: IngestEnvironment) -> None:
