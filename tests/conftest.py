@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -145,8 +145,9 @@ async def empty_databases(settings: Settings) -> None:
             await connection.close()
 
 
-@pytest.fixture
-async def ingest(settings: Settings, s3: S3Client) -> AsyncIterator[IngestEnvironment]:
+@asynccontextmanager
+async def ingest_environment(settings: Settings, s3: S3Client) -> AsyncIterator[IngestEnvironment]:
+    """Empty databases, a fresh bucket, and the app running on them."""
     await empty_databases(settings)
     bucket_settings = settings.model_copy(update={"s3_bucket": f"ingest-{secrets.token_hex(6)}"})
     await ensure_bucket(s3, bucket_settings.s3_bucket)
@@ -158,3 +159,9 @@ async def ingest(settings: Settings, s3: S3Client) -> AsyncIterator[IngestEnviro
         ) as client,
     ):
         yield IngestEnvironment(client, bucket_settings, s3)
+
+
+@pytest.fixture
+async def ingest(settings: Settings, s3: S3Client) -> AsyncIterator[IngestEnvironment]:
+    async with ingest_environment(settings, s3) as environment:
+        yield environment

@@ -27,11 +27,13 @@ async def migrate_fresh_databases(metadata_url: str, timeseries_url: str) -> Non
             await connection.close()
 
 
-async def wait_for_job(client: Any, job_id: str, limit_seconds: float = 60.0) -> dict[str, Any]:
-    """Poll GET /ingest/jobs/{id} until the job has finished; return its last state."""
+async def wait_for_job(
+    client: Any, job_id: str, limit_seconds: float = 60.0, jobs_path: str = "/ingest/jobs"
+) -> dict[str, Any]:
+    """Poll GET {jobs_path}/{id} until the job has finished; return its last state."""
     deadline = asyncio.get_running_loop().time() + limit_seconds
     while True:
-        response = await client.get(f"/ingest/jobs/{job_id}")
+        response = await client.get(f"{jobs_path}/{job_id}")
         assert response.status_code == 200, response.text
         job: dict[str, Any] = response.json()
         if job["status"] not in ("queued", "running"):
@@ -43,13 +45,18 @@ async def wait_for_job(client: Any, job_id: str, limit_seconds: float = 60.0) ->
         await asyncio.sleep(0.05)
 
 
-async def run_job(client: Any, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST an ingestion, check the 202 contract, and wait for the job to finish."""
+async def run_job(
+    client: Any,
+    path: str,
+    body: dict[str, Any] | None = None,
+    jobs_path: str = "/ingest/jobs",
+) -> dict[str, Any]:
+    """POST a job (ingestion, by default), check the 202 contract, and wait for it to end."""
     response = await client.post(path, json=body) if body is not None else await client.post(path)
     assert response.status_code == 202, response.text
     job = response.json()
-    assert response.headers["location"] == f"/ingest/jobs/{job['id']}"
-    return await wait_for_job(client, job["id"])
+    assert response.headers["location"] == f"{jobs_path}/{job['id']}"
+    return await wait_for_job(client, job["id"], jobs_path=jobs_path)
 
 
 async def assert_sensor_stats_match_readings(timeseries_url: str) -> None:

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from app.anomalies.exceptions import AnalysisBusy, AnalysisTimedOut
+from app.anomalies.worker import exit_with_parent, warm_up
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,7 +29,10 @@ class AnalysisPool:
     def __init__(self, workers: int, *, max_pending: int, timeout_seconds: float) -> None:
         # spawn, not fork: forking a process with an event loop and threads is unsafe.
         self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=exit_with_parent,
+            initargs=(os.getpid(),),
         )
         self.workers = workers
         self.timeout_seconds = timeout_seconds
@@ -37,8 +42,6 @@ class AnalysisPool:
         self.scan_slots = asyncio.Semaphore(max(1, workers - 1))
 
     def prewarm(self) -> list[Future[None]]:
-        from app.anomalies.worker import warm_up
-
         return [self._executor.submit(warm_up) for _ in range(self.workers)]
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

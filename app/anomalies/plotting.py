@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from app.anomalies.detection import Detection, FloatArray, IntArray
+from app.anomalies.model import Detection, FloatArray, IntArray
 
 # Above this many readings the raw series is drawn as a min/max envelope per pixel column
 # instead of a line: same picture, a fraction of the drawing time.

@@ -6,8 +6,8 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Depends, Query, Response, status
 
 from app.anomalies import service
-from app.anomalies.detection import DetectionParams, Direction, Method, Model, Seasonality
 from app.anomalies.exceptions import AnalysisBusy, RangeTooLarge, ScanNotFound
+from app.anomalies.model import DetectionParams, Direction, Method, Model, Seasonality
 from app.anomalies.schemas import AnomalyResult, ScanReport, ScanRequest
 from app.core.deps import MetaConn, ResourcesDep
 from app.core.errors import InvalidInput, error_responses

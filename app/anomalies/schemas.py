@@ -5,7 +5,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from app.anomalies.detection import Direction, Method, Model, Seasonality
+from app.anomalies.model import Direction, Method, Model, Seasonality
 
 
 class SegmentOut(BaseModel):

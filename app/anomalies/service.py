@@ -12,7 +12,8 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from app.anomalies import repository, worker
-from app.anomalies.detection import (
+from app.anomalies.exceptions import RangeTooLarge, ScanNotFound
+from app.anomalies.model import (
     Detection,
     DetectionParams,
     Direction,
@@ -20,7 +21,6 @@ from app.anomalies.detection import (
     Model,
     Seasonality,
 )
-from app.anomalies.exceptions import RangeTooLarge, ScanNotFound
 from app.anomalies.schemas import (
     AnomalyOut,
     AnomalyResult,

@@ -1,5 +1,5 @@
 """What the service owns while it runs: two asyncpg pools, one S3 client, the job
-supervisor and the analysis processes."""
+supervisor, the analysis processes and the sensor name cache."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from app.core.config import Settings
 from app.core.db import connect_with_retry, create_pool
 from app.core.migrations import Database, apply_migrations
 from app.jobs.service import JobSupervisor
+from app.sensors.directory import SensorDirectory
 from app.storage.s3 import S3Client, open_s3_client
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Resources:
     s3: S3Client
     jobs: JobSupervisor
     analysis: AnalysisPool
+    sensors: SensorDirectory
 
 
 async def migrate_databases(settings: Settings) -> dict[Database, list[str]]:
@@ -72,6 +74,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             stack.push_async_callback(pool.close)
             pools.append(pool)
         s3 = await open_s3_client(settings, stack)
+        sensors = SensorDirectory(pools[0], settings.metadata_database_url)
+        await sensors.start()
+        stack.push_async_callback(sensors.close)
         analysis = AnalysisPool(
             settings.analysis_workers,
             max_pending=settings.analysis_max_pending,
@@ -91,6 +96,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             s3=s3,
             jobs=jobs,
             analysis=analysis,
+            sensors=sensors,
         )
 
 

@@ -13,7 +13,6 @@ from app.core.deps import ResourcesDep
 from app.readings import service
 from app.readings.schemas import Order
 from app.readings.service import ReadingsQuery
-from app.sensors.service import sensor_by_name
 
 
 async def sensor_range(
@@ -29,14 +28,13 @@ async def sensor_range(
     end: Annotated[str, Query(description="Exclusive. Same forms as start.")],
     tz: Annotated[str, Query(description="IANA zone the timestamps are rendered in.")] = "UTC",
 ) -> ReadingsQuery:
-    # A single read: the connection is borrowed for the lookup only, not for the request,
-    # so a slow client or a long stream never holds a metadata connection.
-    async with resources.metadata_pool.acquire() as metadata:
-        sensor = await sensor_by_name(metadata, sensor_name)
+    # Cached in the process (see SensorDirectory); a miss borrows a metadata connection
+    # for the lookup only, so a slow client or a long stream never holds one.
+    sensor_uuid = await resources.sensors.uuid_of(sensor_name)
     return service.build_query(
         resources.settings,
         sensor_name=sensor_name,
-        sensor_uuid=sensor["sensor_uuid"],
+        sensor_uuid=sensor_uuid,
         start=start,
         end=end,
         order=Order.ASC,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.anomalies.detection import FloatArray, IntArray
+from app.anomalies.model import FloatArray, IntArray
 
 START_US = 1_356_998_400_000_000  # 2013-01-01 00:00 UTC
 STEP_US = 15 * 60 * 1_000_000

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.anomalies.detection import (
-    MIN_POINTS,
-    DetectionParams,
-    Direction,
-    Method,
-    Model,
-    PiecewiseCost,
-    auto_threshold,
-    detect,
-)
+from app.anomalies.detection import MIN_POINTS, PiecewiseCost, auto_threshold, detect
+from app.anomalies.model import DetectionParams, Direction, Method, Model
 from tests.anomalies.series import (
     Series,
     clean_series,

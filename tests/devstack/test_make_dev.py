@@ -82,6 +82,7 @@ def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
             assert docs.status_code == 200
         weeds = _children_named(psutil.Process(process.pid), "weed")
         assert len(weeds) == 1
+        children = psutil.Process(process.pid).children(recursive=True)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     finally:
@@ -100,3 +101,6 @@ def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
     assert f"S3_ENDPOINT_URL=http://127.0.0.1:{s3_port}" in env_file
     assert f"API_KEYS={api_key}" in env_file
     assert not weeds[0].is_running(), "SeaweedFS outlived make dev"
+    # The analysis processes too, however the service ended (they watch their parent).
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"outlived make dev: {[child.cmdline() for child in alive]}"
