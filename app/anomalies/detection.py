@@ -16,7 +16,7 @@ The steps, each documented in SOLUTION.md (task 4):
    spans a day), refitted once without the points it flags, so spikes do not bend the fit.
 5. Scores are robust z-scores: residual / (1.4826 x MAD of the segment's residuals). A
    reading is anomalous beyond ``threshold`` (auto: the Gaussian quantile at which a clean
-   series of this length expects 0.05 false flags, at least 3.5). Bursts of noise are found
+   series of this length expects 0.002 false flags, at least 3.5). Bursts of noise are found
    by a rolling sum of squared (clipped) scores against its chi-square quantile.
 6. Consecutive anomalous readings are grouped into windows and given a kind.
 """
@@ -59,8 +59,9 @@ MAX_CPD_POINTS: Final = 2000
 # A gap is reported when readings stop for this many median intervals (and >= 1 hour).
 GAP_FACTOR: Final = 10
 MIN_GAP_MICROS: Final = 3_600_000_000
-# Auto threshold: expected false flags over the whole clean series, and a floor.
-FALSE_FLAGS_PER_SERIES: Final = 0.05
+# Auto threshold: expected false flags over a whole clean series, and a floor. One in 500
+# clean series: a scan of a 500-sensor fleet expects about one false alarm in total.
+FALSE_FLAGS_PER_SERIES: Final = 0.002
 MIN_AUTO_THRESHOLD: Final = 3.5
 # The noise-burst test counts readings above ELEVATED_SCORE per rolling NOISE_WINDOW.
 NOISE_WINDOW: Final = 8

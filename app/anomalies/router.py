@@ -56,8 +56,8 @@ class DetectionQuery:
             str,
             Query(
                 description="Robust z-score beyond which a reading is anomalous, or auto: the "
-                "Gaussian quantile at which a clean series of this length expects 0.05 false "
-                "flags (5.0 for 100k readings), at least 3.5."
+                "Gaussian quantile at which a clean series of this length expects 0.002 false "
+                "flags (one per 500 clean sensors): 5.0 for 3,000 readings, 5.6 for 100k."
             ),
         ] = "auto",
         direction: Annotated[Direction, Query(description="Which deviations to report.")] = (
