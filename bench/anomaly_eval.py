@@ -6,6 +6,7 @@ scored the same way in the same run.
     python bench/anomaly_eval.py                      # full preset: 500 sensors x 3 years
     python bench/anomaly_eval.py --rows 2000000       # quicker (500 sensors x ~42 days)
     python bench/anomaly_eval.py --skip-scan          # without the fleet scan
+    python bench/anomaly_eval.py --plots bench/figures  # also save example plots
 
 Accuracy. Every sensor is analysed (so false positives on clean sensors count) by
 GET /anomalies over the whole dataset span with default parameters. The baseline reads the
@@ -583,6 +584,46 @@ async def fleet_scan(
     return ScanOutcome(seconds, str(job["status"]))
 
 
+# --- plots ----------------------------------------------------------------------------------
+
+
+async def save_plots(
+    service: Service, events: Sequence[AnomalyEvent], span: Span, directory: Path
+) -> None:
+    """GET /anomalies/plot around the first planted event of each kind, and over the whole
+    span for the sensor with the most events: the pictures SOLUTION.md shows."""
+    requests: list[tuple[str, str, datetime, datetime]] = []
+    for kind in ANOMALY_KINDS:
+        event = min(
+            (e for e in events if e.kind == kind), key=lambda e: e.sensor_name, default=None
+        )
+        if event is None:
+            continue
+        around = timedelta(days=20 if kind in ONSET_ONLY else 3)
+        start = max(span.start, event.start - around)
+        end = min(span.end, event.end + around if kind not in ONSET_ONLY else event.start + around)
+        requests.append((f"{kind}_{event.sensor_name}", event.sensor_name, start, end))
+    busiest = Counter(e.sensor_name for e in events).most_common(1)
+    pictures: dict[str, bytes] = {}
+    if busiest:
+        name = busiest[0][0]
+        requests.append((f"whole_span_{name}", name, span.start, span.end))
+    for label, sensor, start, end in requests:
+        params = {"sensor_name": sensor, "start": start.isoformat(), "end": end.isoformat()}
+        response = await service.client.get("/anomalies/plot", params=params)
+        if response.status_code != 200:
+            raise ApiError(f"GET /anomalies/plot {params} -> {response.status_code}")
+        pictures[f"{label}.png"] = response.content
+    await asyncio.to_thread(write_files, directory, pictures)
+    print(f"plots: {len(pictures)} PNGs in {directory}")
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -651,7 +692,11 @@ async def month_speed(
 
 
 async def evaluate(
-    service: Service, events: Sequence[AnomalyEvent], span: Span, skip_scan: bool
+    service: Service,
+    events: Sequence[AnomalyEvent],
+    span: Span,
+    skip_scan: bool,
+    plots: Path | None,
 ) -> None:
     sensors = await list_sensors(service)
     rng = random.Random(7)
@@ -667,6 +712,8 @@ async def evaluate(
         full_p95 = full_history_speed(analyses)
         month_p95 = await month_speed(session, sensors, span, rng)
         scan = None if skip_scan else await fleet_scan(service, session, sensors, span, rng)
+    if plots is not None:
+        await save_plots(service, events, span, plots)
     weakest, weakest_f1 = ours.weakest()
     print(
         f"\nheadline: F1 {ours.f1:.3f} (3-sigma {base.f1:.3f}), "
@@ -688,7 +735,7 @@ async def run(args: argparse.Namespace) -> None:
             if event not in events:
                 print(
                     f"excluded: {event.sensor_name} {event.kind} at {event.start:%Y-%m-%d %H:%M}Z"
-                    f", less than {MIN_DATA_AFTER_ONSET} before the end of the data"
+                    f", less than {MIN_DATA_AFTER_ONSET.days} days before the end of the data"
                 )
         kinds = Counter(event.kind for event in events)
         print(
@@ -700,7 +747,7 @@ async def run(args: argparse.Namespace) -> None:
         span = dataset_span(spec, manifest.first_timestamp_utc, manifest.last_timestamp_utc)
         async with service_stack(manifest, work, run_id) as service:
             await ingest(service)
-            await evaluate(service, events, span, args.skip_scan)
+            await evaluate(service, events, span, args.skip_scan, args.plots)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -715,6 +762,9 @@ def main() -> None:
     )
     parser.add_argument("--dir", type=Path, default=None, help="parent of the scratch directory")
     parser.add_argument("--skip-scan", action="store_true", help="no fleet scan")
+    parser.add_argument(
+        "--plots", type=Path, default=None, help="save example GET /anomalies/plot PNGs here"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

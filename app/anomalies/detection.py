@@ -8,7 +8,8 @@ The steps, each documented in SOLUTION.md (task 4):
    series (its own rate of repeated values), so quantised sensors are not flagged.
 2. The daily cycle (a sine/cosine pair fitted on the whole range) is removed, so that the
    change-point search sees level and trend only.
-3. Change points: the series is averaged into at most ``MAX_CPD_POINTS`` bins (ruptures'
+3. Change points: outliers are replaced by a rolling median (spikes and bursts are not
+   changes of level), the series is averaged into at most ``MAX_CPD_POINTS`` bins (ruptures'
    search is pure Python), segmented with an O(1) piecewise cost (prefix sums), and each
    break is then refined to the exact reading with the same cost at full resolution.
    ``penalty=auto`` is BIC: (parameters per segment + 1) x sigma^2 x ln(n).
@@ -29,6 +30,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import ruptures as rpt
 import statsmodels.api as sm
 from ruptures.base import BaseCost
@@ -70,6 +72,10 @@ ELEVATED_SCORE: Final = 2.5
 MERGE_GAP: Final = 2
 # A spike or dip is at most this many readings; longer one-sided runs are excursions.
 MAX_SPIKE_READINGS: Final = 3
+# Before the change-point search, readings beyond OUTLIER_SDS robust sds of a rolling
+# median of OUTLIER_WINDOW readings are replaced by that median.
+OUTLIER_WINDOW: Final = 2 * NOISE_WINDOW + 1
+OUTLIER_SDS: Final = 4.0
 # A break whose fitted values jump by more than this many residual sds is a level shift.
 LEVEL_SHIFT_SDS: Final = 2.0
 MAD_TO_SD: Final = 1.4826
@@ -78,9 +84,10 @@ MAX_LISTED: Final = 1000
 
 
 class PiecewiseCost(BaseCost):  # type: ignore[misc]
-    """Sum of squared residuals of a constant or a straight line per segment, in O(1) per
-    segment from prefix sums. ruptures' own `linear` cost solves a least-squares problem per
-    candidate segment, which is orders of magnitude slower."""
+    """Weighted sum of squared residuals of a constant or a straight line per segment, in
+    O(1) per segment from prefix sums. ruptures' own `linear` cost solves a least-squares
+    problem per candidate segment, which is orders of magnitude slower. A weight of 0 takes
+    a reading out of every segment's fit (the second pass uses it for known anomalies)."""
 
     def __init__(self, model: Model, min_size: int) -> None:
         self._model = model
@@ -91,20 +98,26 @@ class PiecewiseCost(BaseCost):  # type: ignore[misc]
         return f"piecewise_{self._model}"
 
     def fit(self, signal: FloatArray) -> PiecewiseCost:
+        """Columns: time (days), value, and optionally a weight per row (default 1)."""
         self.signal = signal  # ruptures reads the length from here
-        # Column 0 is time (days), column 1 the value; centring keeps the sums well scaled.
-        x = signal[:, 0] - signal[:, 0].mean()
-        y = signal[:, 1] - signal[:, 1].mean()
+        w = signal[:, 2] if signal.shape[1] > 2 else np.ones(signal.shape[0])
+        total = max(float(w.sum()), 1e-12)
+        # Centring keeps the sums well scaled.
+        x = signal[:, 0] - float((w * signal[:, 0]).sum()) / total
+        y = signal[:, 1] - float((w * signal[:, 1]).sum()) / total
         zero = np.zeros(1)
-        self._sx = np.concatenate([zero, np.cumsum(x)])
-        self._sy = np.concatenate([zero, np.cumsum(y)])
-        self._sxx = np.concatenate([zero, np.cumsum(x * x)])
-        self._syy = np.concatenate([zero, np.cumsum(y * y)])
-        self._sxy = np.concatenate([zero, np.cumsum(x * y)])
+        self._sw = np.concatenate([zero, np.cumsum(w)])
+        self._sx = np.concatenate([zero, np.cumsum(w * x)])
+        self._sy = np.concatenate([zero, np.cumsum(w * y)])
+        self._sxx = np.concatenate([zero, np.cumsum(w * x * x)])
+        self._syy = np.concatenate([zero, np.cumsum(w * y * y)])
+        self._sxy = np.concatenate([zero, np.cumsum(w * x * y)])
         return self
 
     def error(self, start: int, end: int) -> float:
-        m = end - start
+        m = self._sw[end] - self._sw[start]
+        if m <= 1e-9:
+            return 0.0
         sy = self._sy[end] - self._sy[start]
         syy = self._syy[end] - self._syy[start] - sy * sy / m
         if self._model is Model.CONSTANT:
@@ -175,24 +188,30 @@ def detect(timestamps_us: IntArray, values: FloatArray, params: DetectionParams)
         else resolve_min_segment(span_us)
     )
     breaks, resolved = change_points(days, adjusted, params, min_segment, threshold)
-    detection.params = resolved
-
-    expected = np.empty(n)
-    scale = np.empty(n)
-    bounds = [0, *breaks, n]
-    for begin, end in itertools.pairwise(bounds):
-        segment, fitted, sd = fit_segment(
-            timestamps_us, days, values, flat, begin, end, params, threshold
+    segments, expected, scale = fit_segments(
+        timestamps_us, days, values, flat, breaks, params, threshold
+    )
+    scores = robust_scores(values, expected, scale, flat)
+    # Second pass: the change points are searched again with the first fit's spikes, dips
+    # and noise bursts weighing nothing, so that anomalies cannot pose as changes of level
+    # or trend. (Replacing them by the first fit's expected values would carry the first
+    # segmentation over; by a straight line, would add a stretch without noise.)
+    transient = transient_readings(scores, threshold)
+    if transient.any() and not transient.all():
+        second, resolved = change_points(
+            days, adjusted, params, min_segment, threshold, ignored=transient
         )
-        detection.segments.append(segment)
-        expected[begin:end] = fitted
-        scale[begin:end] = sd
-    detection.change_points = classify_breaks(timestamps_us, days, breaks, detection.segments)
+        if second != breaks:
+            breaks = second
+            segments, expected, scale = fit_segments(
+                timestamps_us, days, values, flat, breaks, params, threshold
+            )
+            scores = robust_scores(values, expected, scale, flat)
+    detection.params = resolved
+    detection.segments = segments
+    detection.change_points = classify_breaks(timestamps_us, days, breaks, segments)
 
     residuals = values - expected
-    safe_scale = np.where(scale > 0, scale, np.inf)
-    scores = residuals / safe_scale
-    scores[flat] = 0.0
     flagged = np.abs(scores) > threshold
     if params.direction is Direction.UP:
         flagged &= scores > 0
@@ -234,6 +253,38 @@ def detect(timestamps_us: IntArray, values: FloatArray, params: DetectionParams)
     detection.band = threshold * scale
     detection.explanation = explain(detection, resolved, len(flat_runs))
     return detection
+
+
+def fit_segments(
+    timestamps_us: IntArray,
+    days: FloatArray,
+    values: FloatArray,
+    flat: npt.NDArray[np.bool_],
+    breaks: list[int],
+    params: DetectionParams,
+    threshold: float,
+) -> tuple[list[Segment], FloatArray, FloatArray]:
+    """Each segment's fit, and per reading its expected value and residual sd."""
+    n = values.size
+    segments = []
+    expected = np.empty(n)
+    scale = np.empty(n)
+    for begin, end in itertools.pairwise([0, *breaks, n]):
+        segment, fitted, sd = fit_segment(
+            timestamps_us, days, values, flat, begin, end, params, threshold
+        )
+        segments.append(segment)
+        expected[begin:end] = fitted
+        scale[begin:end] = sd
+    return segments, expected, scale
+
+
+def robust_scores(
+    values: FloatArray, expected: FloatArray, scale: FloatArray, flat: npt.NDArray[np.bool_]
+) -> FloatArray:
+    scores: FloatArray = (values - expected) / np.where(scale > 0, scale, np.inf)
+    scores[flat] = 0.0
+    return scores
 
 
 def find_gaps(timestamps_us: IntArray) -> list[Gap]:
@@ -301,16 +352,25 @@ def change_points(
     params: DetectionParams,
     min_segment_seconds: float,
     threshold: float,
+    ignored: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[list[int], ResolvedParams]:
-    """Indices where new segments start, and the parameters as used."""
+    """Indices where new segments start, and the parameters as used. `ignored` readings
+    weigh nothing in any segment's cost."""
+    adjusted = tame_outliers(adjusted)
     n = adjusted.size
-    per_bin = max(1, math.ceil(n / MAX_CPD_POINTS))
+    weights = np.ones(n) if ignored is None else (~ignored).astype(np.float64)
+    # Pelt's pure-Python search grows quadratically where it cannot prune: fewer points.
+    most = MAX_CPD_POINTS // 2 if params.method is Method.PELT else MAX_CPD_POINTS
+    per_bin = max(1, math.ceil(n / most))
     starts = np.arange(0, n, per_bin)
     counts = np.diff(np.append(starts, n))
     binned_days = np.add.reduceat(days, starts) / counts
-    binned = np.add.reduceat(adjusted, starts) / counts
-    signal = np.column_stack([binned_days, binned])
+    bin_weights = np.add.reduceat(weights, starts)
+    binned = np.add.reduceat(weights * adjusted, starts) / np.maximum(bin_weights, 1e-12)
+    # A bin weighs the share of its readings that count.
+    signal = np.column_stack([binned_days, binned, bin_weights / counts])
     bins = binned.size
+    counted = bin_weights > 0
 
     model_size = 2 if params.model is Model.LINEAR else 1
     span_days = max(float(days[-1]), 1e-9)
@@ -319,9 +379,8 @@ def change_points(
 
     # BIC: each extra segment costs its parameters plus its break position, in units of
     # the noise variance of the binned series (robustly, from first differences).
-    sigma = MAD_TO_SD * float(np.median(np.abs(np.diff(binned) - np.median(np.diff(binned)))))
-    sigma /= math.sqrt(2)
-    sigma = max(sigma, 1e-12 * (float(np.abs(binned).mean()) + 1.0))
+    sigma = robust_sd(np.diff(binned[counted])) / math.sqrt(2)
+    sigma = max(sigma, 1e-12 * (float(np.abs(binned[counted]).mean()) + 1.0))
     if params.penalty is None and params.n_bkps is None:
         penalty: float | None = (model_size + 1) * sigma**2 * math.log(bins)
         rule = f"auto: BIC = {model_size + 1} x sigma^2 x ln(n), sigma {sigma:.4g}, n {bins}"
@@ -364,7 +423,9 @@ def change_points(
         # Kernel change points are mean changes of the (seasonally adjusted) values; the
         # C implementation needs a plain signal rather than a custom cost.
         estimator = rpt.KernelCPD(kernel="linear", min_size=min_size, jump=1)
-        signal = binned.reshape(-1, 1)
+        # It takes no weights: bins without a counted reading take their neighbours' level.
+        filled = np.interp(binned_days, binned_days[counted], binned[counted])
+        signal = filled.reshape(-1, 1)
     estimator.fit(signal)
     try:
         if penalty is not None:
@@ -374,12 +435,12 @@ def change_points(
     except rpt.exceptions.BadSegmentationParameters:
         return [], resolved
     coarse = [int(starts[b]) for b in ends[:-1]]
-    settler = BreakSettler(days, adjusted, params.model)
+    settler = BreakSettler(days, adjusted, weights, params.model)
     raw_penalty = None
     if params.n_bkps is None:
         # The same criterion at full resolution: BIC from the readings' own noise when
         # auto, else the given penalty scaled by readings per bin (costs scale with it).
-        raw_sigma = robust_sd(np.diff(adjusted)) / math.sqrt(2)
+        raw_sigma = robust_sd(np.diff(adjusted[weights > 0])) / math.sqrt(2)
         raw_penalty = (
             (model_size + 1) * raw_sigma**2 * math.log(n)
             if params.penalty is None
@@ -392,16 +453,35 @@ def change_points(
     return breaks, resolved
 
 
+def tame_outliers(values: FloatArray) -> FloatArray:
+    """Readings further than OUTLIER_SDS robust sds from a rolling median, replaced by that
+    median, for the change-point search only: spikes and noise bursts are not changes of
+    level or trend and must not buy segments. A median filter keeps steps sharp, so level
+    shifts are left where they are."""
+    median = (
+        pd.Series(values)
+        .rolling(OUTLIER_WINDOW, center=True, min_periods=1)
+        .median()
+        .to_numpy(dtype=np.float64)
+    )
+    residuals = values - median
+    limit = OUTLIER_SDS * robust_sd(residuals)
+    tamed: FloatArray = np.where(np.abs(residuals) > limit, median, values)
+    return tamed
+
+
 class BreakSettler:
     """Breaks found on the binned signal, settled at full resolution with the same cost:
     each moved to its best reading near where it was found, then segments shorter than
     min_segment merged, then (penalty mode) breaks that do not pay for their penalty
     dropped, weakest first. This removes the short ramps a bin straddling a step creates."""
 
-    def __init__(self, days: FloatArray, adjusted: FloatArray, model: Model) -> None:
+    def __init__(
+        self, days: FloatArray, adjusted: FloatArray, weights: FloatArray, model: Model
+    ) -> None:
         self._days = days
         self._n = adjusted.size
-        self._cost = PiecewiseCost(model, 1).fit(np.column_stack([days, adjusted]))
+        self._cost = PiecewiseCost(model, 1).fit(np.column_stack([days, adjusted, weights]))
 
     def settle(
         self, coarse: list[int], radius: int, min_segment_days: float, penalty: float | None
@@ -555,13 +635,11 @@ def noise_bursts(scores: FloatArray) -> npt.NDArray[np.bool_]:
     return noisy & (elevated > 0)
 
 
-def group_windows(
-    timestamps_us: IntArray,
-    scores: FloatArray,
-    flagged: npt.NDArray[np.bool_],
-    noisy: npt.NDArray[np.bool_],
-) -> list[Window]:
-    """Flagged readings and noise-burst readings at most MERGE_GAP apart, as windows."""
+def marked_groups(
+    scores: FloatArray, flagged: npt.NDArray[np.bool_], noisy: npt.NDArray[np.bool_]
+) -> list[tuple[IntArray, str]]:
+    """Flagged readings and noise-burst readings at most MERGE_GAP apart, each group with
+    its kind."""
     marked = np.flatnonzero(flagged | noisy)
     if marked.size == 0:
         return []
@@ -570,9 +648,8 @@ def group_windows(
     gaps = np.diff(marked)
     bridged = noisy[marked[:-1]] & noisy[marked[1:]] & (gaps <= NOISE_WINDOW)
     splits = np.flatnonzero((gaps > MERGE_GAP) & ~bridged) + 1
-    windows = []
+    groups = []
     for group in np.split(marked, splits):
-        begin, end = int(group[0]), int(group[-1])
         hits = group[flagged[group]]
         up = bool((scores[hits] > 0).any())
         down = bool((scores[hits] < 0).any())
@@ -582,16 +659,39 @@ def group_windows(
             kind = "spike" if up else "dip"
         else:
             kind = "excursion_up" if up else "excursion_down"
-        windows.append(
-            Window(
-                start_us=int(timestamps_us[begin]),
-                end_us=int(timestamps_us[end]),
-                count=int(group.size),
-                peak_score=round(float(np.abs(scores[group]).max()), 3),
-                kind=kind,
-            )
+        groups.append((group, kind))
+    return groups
+
+
+def group_windows(
+    timestamps_us: IntArray,
+    scores: FloatArray,
+    flagged: npt.NDArray[np.bool_],
+    noisy: npt.NDArray[np.bool_],
+) -> list[Window]:
+    return [
+        Window(
+            start_us=int(timestamps_us[group[0]]),
+            end_us=int(timestamps_us[group[-1]]),
+            count=int(group.size),
+            peak_score=round(float(np.abs(scores[group]).max()), 3),
+            kind=kind,
         )
-    return windows
+        for group, kind in marked_groups(scores, flagged, noisy)
+    ]
+
+
+def transient_readings(scores: FloatArray, threshold: float) -> npt.NDArray[np.bool_]:
+    """The readings of spikes, dips and noise bursts (not of longer one-sided excursions,
+    which may be a shift the change-point search missed)."""
+    transient = np.zeros(scores.size, dtype=bool)
+    for group, kind in marked_groups(scores, np.abs(scores) > threshold, noise_bursts(scores)):
+        if kind in ("spike", "dip"):
+            transient[group[0] : group[-1] + 1] = True
+        elif kind == "noise":
+            # A burst's first and last readings may look calm: take a margin.
+            transient[max(0, group[0] - NOISE_WINDOW) : group[-1] + 1 + NOISE_WINDOW] = True
+    return transient
 
 
 def explain(detection: Detection, params: ResolvedParams, flatlines: int) -> list[str]:

@@ -83,6 +83,14 @@ def test_a_noise_burst_is_one_noise_window_over_the_burst() -> None:
     assert end < 1024
 
 
+def test_a_noise_burst_buys_no_change_point() -> None:
+    # Six days around a burst: the burst's variance must not pay for a segment of its own.
+    for seed in range(20):
+        series = with_noise_burst(clean_series(576, seed=seed, cycle=0.5), at=300, factor=8)
+        detection = detect(series.timestamps, series.values, DetectionParams())
+        assert detection.change_points == [], seed
+
+
 @pytest.mark.parametrize("method", list(Method))
 def test_every_method_finds_a_level_shift(method: Method) -> None:
     series = with_level_shift(clean_series(seed=6), at=1800, size=10.0)
@@ -186,3 +194,18 @@ def test_the_piecewise_cost_is_the_least_squares_residual(model: Model) -> None:
         design = np.column_stack(columns)
         _, residual, *_ = np.linalg.lstsq(design, y[start:end], rcond=None)
         assert cost.error(start, end) == pytest.approx(float(residual[0]), rel=1e-6)
+
+
+def test_a_reading_of_weight_zero_is_out_of_the_cost() -> None:
+    rng = np.random.default_rng(13)
+    x = np.sort(rng.uniform(0, 30, 100))
+    y = 3 + 0.4 * x + rng.normal(0, 1, 100)
+    y[40:45] += 50  # what the second pass ignores
+    weights = np.ones(100)
+    weights[40:45] = 0
+    cost = PiecewiseCost(Model.LINEAR, 2).fit(np.column_stack([x, y, weights]))
+    keep = weights > 0
+    design = np.column_stack([np.ones(keep.sum()), x[keep]])
+    _, residual, *_ = np.linalg.lstsq(design, y[keep], rcond=None)
+    assert cost.error(0, 100) == pytest.approx(float(residual[0]), rel=1e-6)
+    assert cost.error(40, 45) == 0.0
