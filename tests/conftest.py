@@ -93,8 +93,8 @@ async def s3(settings: Settings) -> AsyncIterator[S3Client]:
         yield client
 
 
-@pytest.fixture
-async def client(settings: Settings, s3: S3Client) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan running, called in-process over ASGI."""
     app = create_app(settings)
     async with (
@@ -103,6 +103,12 @@ async def client(settings: Settings, s3: S3Client) -> AsyncIterator[httpx.AsyncC
             transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
         ) as http,
     ):
+        yield http
+
+
+@pytest.fixture
+async def client(settings: Settings, s3: S3Client) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(settings) as http:
         yield http
 
 
@@ -151,13 +157,7 @@ async def ingest_environment(settings: Settings, s3: S3Client) -> AsyncIterator[
     await empty_databases(settings)
     bucket_settings = settings.model_copy(update={"s3_bucket": f"ingest-{secrets.token_hex(6)}"})
     await ensure_bucket(s3, bucket_settings.s3_bucket)
-    app = create_app(bucket_settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with running_app(bucket_settings) as client:
         yield IngestEnvironment(client, bucket_settings, s3)
 
 

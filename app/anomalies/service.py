@@ -137,8 +137,12 @@ def render_result(
 ) -> AnomalyResult:
     zone = ZoneInfo(query.tz)
 
-    def at(timestamp_us: int) -> datetime:
-        return _instant(timestamp_us, zone)
+    def fields(item: object) -> dict[str, Any]:
+        """A result dataclass's fields, `*_us` ones as datetimes in the query's zone."""
+        return {
+            name.removesuffix("_us"): _instant(value, zone) if name.endswith("_us") else value
+            for name, value in vars(item).items()
+        }
 
     used = None
     if detection.params is not None:
@@ -150,6 +154,7 @@ def render_result(
             },
             hash=detection.params.digest,
         )
+    first, last = detection.first_us, detection.last_us
     return AnomalyResult(
         sensor_name=query.sensor_name,
         sensor_uuid=query.sensor_uuid,
@@ -159,55 +164,16 @@ def render_result(
         parameters=used,
         summary=DataSummary(
             points=detection.points,
-            first_timestamp=None if detection.first_us is None else at(detection.first_us),
-            last_timestamp=None if detection.last_us is None else at(detection.last_us),
-            gaps=[
-                GapOut(start=at(g.start_us), end=at(g.end_us), seconds=g.seconds)
-                for g in detection.gaps
-            ],
+            first_timestamp=None if first is None else _instant(first, zone),
+            last_timestamp=None if last is None else _instant(last, zone),
+            gaps=[GapOut(**fields(gap)) for gap in detection.gaps],
             gap_count=detection.gap_total,
         ),
-        segments=[
-            SegmentOut(
-                start=at(s.start_us),
-                end=at(s.end_us),
-                n=s.n,
-                slope_per_day=s.slope_per_day,
-                intercept=s.intercept,
-                daily_amplitude=s.daily_amplitude,
-                r2=s.r2,
-                residual_sd=s.residual_sd,
-            )
-            for s in detection.segments
-        ],
-        change_points=[
-            ChangePointOut(timestamp=at(c.timestamp_us), kind=c.kind, magnitude=c.magnitude)
-            for c in detection.change_points
-        ],
-        anomalies=[
-            AnomalyOut(
-                timestamp=at(a.timestamp_us),
-                value=a.value,
-                expected=a.expected,
-                lower=a.lower,
-                upper=a.upper,
-                residual=a.residual,
-                score=a.score,
-                direction=a.direction,
-            )
-            for a in detection.anomalies
-        ],
+        segments=[SegmentOut(**fields(segment)) for segment in detection.segments],
+        change_points=[ChangePointOut(**fields(point)) for point in detection.change_points],
+        anomalies=[AnomalyOut(**fields(anomaly)) for anomaly in detection.anomalies],
         anomaly_count=detection.anomaly_total,
-        windows=[
-            WindowOut(
-                start=at(w.start_us),
-                end=at(w.end_us),
-                count=w.count,
-                peak_score=w.peak_score,
-                kind=w.kind,
-            )
-            for w in detection.windows
-        ],
+        windows=[WindowOut(**fields(window)) for window in detection.windows],
         window_count=detection.window_total,
         truncated=detection.anomaly_total > len(detection.anomalies)
         or detection.window_total > len(detection.windows),

@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from app.anomalies.schemas import AnomalyResult
-from app.main import create_app
 from tests.anomalies.conftest import RANGE, SHIFT_AT, SPIKE_AT, SPIKY, at, spiky_series
-from tests.conftest import IngestEnvironment
+from tests.conftest import IngestEnvironment, running_app
 
 
 async def anomalies(env: IngestEnvironment, **params: Any) -> Any:
@@ -164,17 +163,8 @@ async def test_the_plot_url_of_a_result_draws_it(sensors: IngestEnvironment) -> 
 async def test_a_range_over_the_point_limit_gets_422_naming_it(
     sensors: IngestEnvironment,
 ) -> None:
-    import httpx
-    from asgi_lifespan import LifespanManager
-
     limited = sensors.settings.model_copy(update={"analysis_max_points": 1000})
-    app = create_app(limited)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
-        ) as client,
-    ):
+    async with running_app(limited) as client:
         response = await client.get("/anomalies", params={**RANGE, "sensor_name": "spiky"})
     assert response.status_code == 422
     assert "1,000 readings" in response.json()["detail"]
