@@ -58,7 +58,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONFAULTHANDLER=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH="/opt/venv/bin:${PATH}" \
-    PYTHONPATH=/app
+    PYTHONPATH=/app \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 RUN groupadd --system --gid "${APP_GID}" app \
     && useradd --system --uid "${APP_UID}" --gid app \
