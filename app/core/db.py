@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import asyncpg
 import orjson
@@ -43,6 +43,12 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         await connection.set_type_codec(
             type_name, encoder=_dump_json, decoder=orjson.loads, schema="pg_catalog"
         )
+
+
+# The protocol between writers of readings and sensor deletion (timeseries database; see
+# db_init/timeseries/0004_deleted_sensors.sql): writers hold it shared for their
+# transaction and skip uuids in deleted_sensors; a deletion holds it exclusively.
+READINGS_DELETE_LOCK_KEY: Final = 7_402_113_201
 
 
 async def create_pool(

@@ -17,6 +17,7 @@ from app.core.db import connect_with_retry, create_pool
 from app.core.migrations import Database, apply_migrations
 from app.jobs.service import JobSupervisor
 from app.sensors.directory import SensorDirectory
+from app.sensors.service import finish_pending_deletes
 from app.storage.s3 import S3Client, open_s3_client
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             stack.push_async_callback(pool.close)
             pools.append(pool)
         s3 = await open_s3_client(settings, stack)
+        await finish_pending_deletes(pools[0], pools[1])
         sensors = SensorDirectory(pools[0], settings.metadata_database_url)
         await sensors.start()
         stack.push_async_callback(sensors.close)
