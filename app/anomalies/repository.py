@@ -114,6 +114,7 @@ async def ranked_results(
         """
         SELECT sensor_name, sensor_uuid, points, anomaly_count, window_count,
                change_point_count, max_score, result -> 'window_kinds' AS window_kinds,
+               result -> 'windows' AS windows, result -> 'change_points' AS change_points,
                result ->> 'first' AS first, result ->> 'last' AS last
         FROM anomaly_scan_results WHERE job_id = $1
         ORDER BY window_count DESC, max_score DESC, sensor_name

@@ -136,6 +136,8 @@ class ReportEntry(BaseModel):
     change_point_count: int
     max_score: float = Field(description="Severity: the largest |score| of any window.")
     window_kinds: dict[str, int]
+    windows: list[WindowOut] = Field(description="As found by the scan (UTC).")
+    change_points: list[ChangePointOut] = Field(description="As found by the scan (UTC).")
     result_url: str = Field(description="This sensor's full result, recomputed live.")
     plot_url: str
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -44,11 +45,10 @@ from app.readings.exceptions import InvalidParameter
 from app.readings.service import ReadingsQuery, parse_instant
 from app.sensors import repository as sensors_repository
 
+logger = logging.getLogger(__name__)
+
 DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$")
 SECONDS_PER_UNIT = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-# Binary COPY of (timestamptz, float8): a 19-byte header, 26 bytes a row, a 2-byte trailer.
-COPY_OVERHEAD_BYTES = 21
-COPY_ROW_BYTES = 26
 SCAN_SENSOR_PAGE = 1000
 
 
@@ -110,13 +110,27 @@ async def fetch_series(
         data = await repository.copy_series(
             connection, sensor_uuid=sensor_uuid, start=start, end=end, limit=limit + 1
         )
-    if (len(data) - COPY_OVERHEAD_BYTES) // COPY_ROW_BYTES > limit:
+    rows = (len(data) - worker.COPY_HEADER_BYTES - worker.COPY_TRAILER_BYTES) // (
+        worker.ROW_DTYPE.itemsize
+    )
+    if rows > limit:
         raise RangeTooLarge(limit)
     return data
 
 
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _instant(timestamp_us: int, zone: tzinfo) -> datetime:
-    return datetime.fromtimestamp(timestamp_us / 1e6, tz=UTC).astimezone(zone)
+    return (UNIX_EPOCH + timedelta(microseconds=timestamp_us)).astimezone(zone)
+
+
+def result_fields(item: object, zone: tzinfo) -> dict[str, Any]:
+    """A result dataclass's fields, `*_us` ones as datetimes in `zone`."""
+    return {
+        name.removesuffix("_us"): _instant(value, zone) if name.endswith("_us") else value
+        for name, value in vars(item).items()
+    }
 
 
 def query_string(query: ReadingsQuery, raw_params: dict[str, str]) -> str:
@@ -136,13 +150,6 @@ def render_result(
     query: ReadingsQuery, detection: Detection, raw_params: dict[str, str]
 ) -> AnomalyResult:
     zone = ZoneInfo(query.tz)
-
-    def fields(item: object) -> dict[str, Any]:
-        """A result dataclass's fields, `*_us` ones as datetimes in the query's zone."""
-        return {
-            name.removesuffix("_us"): _instant(value, zone) if name.endswith("_us") else value
-            for name, value in vars(item).items()
-        }
 
     used = None
     if detection.params is not None:
@@ -166,14 +173,16 @@ def render_result(
             points=detection.points,
             first_timestamp=None if first is None else _instant(first, zone),
             last_timestamp=None if last is None else _instant(last, zone),
-            gaps=[GapOut(**fields(gap)) for gap in detection.gaps],
+            gaps=[GapOut(**result_fields(gap, zone)) for gap in detection.gaps],
             gap_count=detection.gap_total,
         ),
-        segments=[SegmentOut(**fields(segment)) for segment in detection.segments],
-        change_points=[ChangePointOut(**fields(point)) for point in detection.change_points],
-        anomalies=[AnomalyOut(**fields(anomaly)) for anomaly in detection.anomalies],
+        segments=[SegmentOut(**result_fields(segment, zone)) for segment in detection.segments],
+        change_points=[
+            ChangePointOut(**result_fields(point, zone)) for point in detection.change_points
+        ],
+        anomalies=[AnomalyOut(**result_fields(anomaly, zone)) for anomaly in detection.anomalies],
         anomaly_count=detection.anomaly_total,
-        windows=[WindowOut(**fields(window)) for window in detection.windows],
+        windows=[WindowOut(**result_fields(window, zone)) for window in detection.windows],
         window_count=detection.window_total,
         truncated=detection.anomaly_total > len(detection.anomalies)
         or detection.window_total > len(detection.windows),
@@ -296,9 +305,18 @@ class FleetScan:
                 )
                 self._context.counters.objects_done += 1
                 continue
-            detection = await self._resources.analysis.run_for_scan(
-                worker.analyse, data, self._params
-            )
+            try:
+                detection = await self._resources.analysis.run_for_scan(
+                    worker.analyse, data, self._params
+                )
+            except Exception as error:  # one sensor's failure must not end the scan
+                logger.exception("analysis of sensor %s failed", name)
+                reason = f"analysis failed: {type(error).__name__}: {error}"
+                self._context.report_error(
+                    JobError(object_key=name, line_number=None, reason=reason)
+                )
+                self._context.counters.objects_done += 1
+                continue
             await self._save(name, sensor_uuid, detection)
             counters = self._context.counters
             counters.objects_done += 1
@@ -314,7 +332,8 @@ class FleetScan:
             self._windows += detection.window_total
         summary: dict[str, Any] = {
             "window_kinds": kinds,
-            "change_point_kinds": [c.kind for c in detection.change_points],
+            "windows": [result_fields(window, UTC) for window in detection.windows],
+            "change_points": [result_fields(point, UTC) for point in detection.change_points],
             "explanation": detection.explanation,
             "parameters_hash": detection.params.digest if detection.params else None,
             # The range a report link analyses when the scan had none: this sensor's data.
@@ -392,6 +411,8 @@ async def report(
                 change_point_count=record["change_point_count"],
                 max_score=record["max_score"],
                 window_kinds=record["window_kinds"] or {},
+                windows=record["windows"] or [],
+                change_points=record["change_points"] or [],
                 result_url=f"/anomalies?{encoded}",
                 plot_url=f"/anomalies/plot?{encoded}",
             )

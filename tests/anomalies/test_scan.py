@@ -36,6 +36,8 @@ async def test_a_scan_analyses_every_sensor_and_ranks_them(sensors: IngestEnviro
     top = report["items"][0]
     assert (top["rank"], top["window_count"], top["change_point_count"]) == (1, 1, 1)
     assert top["window_kinds"] == {"spike": 1}
+    assert [w["kind"] for w in top["windows"]] == ["spike"]
+    assert [c["kind"] for c in top["change_points"]] == ["level_shift"]
     assert top["max_score"] > 8
 
     # The links recompute the same result live and draw it.
