@@ -107,6 +107,17 @@ class Settings(BaseSettings):
         default=2, ge=1, le=16, description="Objects loaded in parallel, one connection each."
     )
 
+    live_write_max_bytes: int = Field(
+        default=16 << 20,
+        ge=1024,
+        description="Largest POST /readings body (bytes); a larger one gets 413.",
+    )
+    live_write_max_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most readings one POST /readings may carry; more get 413.",
+    )
+
     api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
 
     analysis_workers: int = Field(

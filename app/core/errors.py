@@ -41,6 +41,16 @@ class InvalidInput(AppError):
     error = "invalid_input"
 
 
+class PayloadTooLarge(AppError):
+    status_code = 413
+    error = "payload_too_large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    error = "unsupported_media_type"
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
     error = "service_unavailable"

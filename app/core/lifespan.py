@@ -3,6 +3,7 @@ supervisor, the analysis processes and the sensor name cache."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -111,6 +112,12 @@ def lifespan_for(settings: Settings) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Resources]]:
         async with open_resources(settings) as resources:
+            # Everything allocated during startup (modules, settings, pools) lives for the
+            # process: frozen, the garbage collector stops rescanning it. Full collections
+            # went from ~75 ms (every second under write load, stalling every request in
+            # flight) to under 1 ms (bench/live_writes.py).
+            gc.collect()
+            gc.freeze()
             logger.info("sensor-service ready: %s", settings.describe())
             yield {"resources": resources}
 

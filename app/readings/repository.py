@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from app.core.db import Connection, CopySink
+from app.core.db import READINGS_DELETE_LOCK_KEY, Connection, CopySink
 
 
 async def fetch_page(
@@ -75,3 +76,73 @@ async def copy_range(
 async def readings_storage(connection: Connection) -> str:
     storage: str = await connection.fetchval("SELECT readings_storage()")
     return storage
+
+
+# --- live writes (POST /readings) ----------------------------------------------------------
+
+
+async def fetch_writable_sensors(
+    connection: Connection, names: Sequence[str], uuids: Sequence[UUID]
+) -> list[asyncpg.Record]:
+    """Metadata database: the sensors named in `names` or `uuids` that readings may be
+    written for, in uuid order; a sensor being deleted (deleting_since set) counts as
+    unknown."""
+    return await connection.fetch(
+        """
+        SELECT sensor_name, sensor_uuid FROM sensors
+        WHERE (sensor_name = ANY($1::text[]) OR sensor_uuid = ANY($2::uuid[]))
+          AND deleting_since IS NULL
+        ORDER BY sensor_uuid
+        """,
+        names,
+        uuids,
+    )
+
+
+async def hold_off_sensor_deletion(connection: Connection) -> None:
+    """The writer's side of the deletion protocol (db_init/timeseries/0004): held shared
+    until the transaction ends, so no deletion commits between our check and our insert."""
+    await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", READINGS_DELETE_LOCK_KEY)
+
+
+async def deleted_sensor_uuids(connection: Connection, uuids: Sequence[UUID]) -> set[UUID]:
+    rows = await connection.fetch(
+        "SELECT sensor_uuid FROM deleted_sensors WHERE sensor_uuid = ANY($1::uuid[])", uuids
+    )
+    return {row["sensor_uuid"] for row in rows}
+
+
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
+
+
+async def insert_new_readings(connection: Connection, payload: bytes) -> list[asyncpg.Record]:
+    """Binary COPY `payload` (ts, sensor_uuid, value) into a staging table, then insert
+    what is not stored yet; a stored (sensor_uuid, ts) keeps its value. Returns
+    (sensor_uuid, count, first_ts, last_ts) of the inserted rows. Inside a transaction
+    only: the staging table empties itself at commit."""
+    await connection.execute(
+        """
+        CREATE TEMP TABLE IF NOT EXISTS live_readings_incoming
+            (ts timestamptz, sensor_uuid uuid, value double precision)
+        ON COMMIT DELETE ROWS
+        """
+    )
+    await connection.copy_to_table(
+        "live_readings_incoming",
+        source=_once(payload),
+        columns=("ts", "sensor_uuid", "value"),
+        format="binary",
+    )
+    return await connection.fetch(
+        """
+        WITH inserted AS (
+            INSERT INTO readings (ts, sensor_uuid, value)
+            SELECT ts, sensor_uuid, value FROM live_readings_incoming
+            ON CONFLICT (sensor_uuid, ts) DO NOTHING
+            RETURNING sensor_uuid, ts
+        )
+        SELECT sensor_uuid, count(*) AS count, min(ts) AS first_ts, max(ts) AS last_ts
+        FROM inserted GROUP BY sensor_uuid
+        """
+    )

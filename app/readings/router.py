@@ -2,15 +2,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from app.core.deps import ResourcesDep
 from app.core.errors import InvalidInput, error_responses
 from app.core.responses import JSONBytesResponse
-from app.readings import service
+from app.readings import live_writes, service
 from app.readings.dependencies import QueryDep
-from app.readings.schemas import AggregatePage, ReadingFormat, ReadingsPage
+from app.readings.exceptions import BatchTooLarge, InvalidBatch, UnsupportedBodyFormat
+from app.readings.schemas import (
+    AggregatePage,
+    LiveReading,
+    LiveWriteResult,
+    ReadingFormat,
+    ReadingsPage,
+)
 from app.readings.service import MAX_LIMIT
 from app.sensors.exceptions import SensorNotFound
 
@@ -103,3 +110,80 @@ async def get_readings(
         resources.timeseries_pool, query, limit=page_size or limit, cursor=cursor, page=page
     )
     return JSONBytesResponse(page_body)
+
+
+LIVE_WRITE_DESCRIPTION = """
+Store new readings, sent as one of (by `Content-Type`):
+
+* `application/json`: an array of `{"sensor_name", "timestamp", "value"}` objects, or with
+  `sensor_uuid` instead of `sensor_name`;
+* `application/x-ndjson`: one such object per line;
+* `text/csv`: the data-file format, `timestamp;sensor_uuid;sensor_value` with a header line
+  (`,` delimiters and extra columns work, as for ingestion).
+
+Readings are validated like ingested rows: a timestamp with an offset is that instant, a
+naive one SOURCE_TIMEZONE local time (DST_AMBIGUOUS / DST_NONEXISTENT decide the DST hours);
+the value must be a finite number; the sensor must exist and not be being deleted. A
+(sensor, instant) already stored keeps its value and counts as `duplicate`, as do repeats
+within the batch (the first one is written), so sending a batch again is harmless.
+
+200: what was inserted, duplicate and rejected (`index` is the 0-based position in the
+array, NDJSON line, or CSV line after the header), committed and visible to `GET /readings`.
+422: the body is not JSON/NDJSON/CSV, holds no readings, or every reading was rejected
+(`context.rejected`); nothing was written. 413: the body exceeds LIVE_WRITE_MAX_BYTES
+(16 MiB by default) or LIVE_WRITE_MAX_ROWS readings (100,000). 415: another Content-Type.
+"""
+
+_LIVE_READING_SCHEMA = LiveReading.model_json_schema()
+
+
+@router.post(
+    "",
+    response_model=LiveWriteResult,
+    responses=error_responses(InvalidBatch, BatchTooLarge, UnsupportedBodyFormat),
+    description=LIVE_WRITE_DESCRIPTION,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "array", "items": _LIVE_READING_SCHEMA},
+                    "example": [
+                        {
+                            "sensor_name": "sensor_a",
+                            "timestamp": "2016-01-01T12:00:00+01:00",
+                            "value": 21.5,
+                        },
+                        {
+                            "sensor_uuid": "00000000-0000-0000-0000-000000000001",
+                            "timestamp": "2016-01-01 12:15:00",
+                            "value": 21.75,
+                        },
+                    ],
+                },
+                "application/x-ndjson": {
+                    "schema": {"type": "string", "description": "One JSON object a line."},
+                    "example": (
+                        '{"sensor_name": "sensor_a", "timestamp": "2016-01-01T12:00:00Z", '
+                        '"value": 21.5}\n'
+                    ),
+                },
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": (
+                        "timestamp;sensor_uuid;sensor_value\n"
+                        "2016-01-01T12:00:00+01:00;00000000-0000-0000-0000-000000000001;21.5\n"
+                    ),
+                },
+            },
+        }
+    },
+)
+async def post_readings(request: Request, resources: ResourcesDep) -> LiveWriteResult:
+    """Store a batch of new readings (JSON, NDJSON or CSV); idempotent per sensor and time."""
+    return await live_writes.write_readings(
+        resources,
+        content_type=request.headers.get("content-type"),
+        content_length=request.headers.get("content-length"),
+        body=request.stream(),
+    )

@@ -62,3 +62,40 @@ class AggregatePage(BaseModel):
     buckets: list[AggregateBucket]
     count: int = Field(description="Buckets returned; the whole range, never truncated.")
     has_more: bool = Field(default=False, description="Always false: aggregates are complete.")
+
+
+# --- POST /readings ------------------------------------------------------------------------
+
+
+class LiveReading(BaseModel):
+    """One new reading: an item of the JSON array, or one line of NDJSON. Documentation
+    only: the service validates a batch column by column, not through this model."""
+
+    sensor_name: str | None = Field(default=None, description="Either this or sensor_uuid.")
+    sensor_uuid: UUID | None = Field(default=None, description="Either this or sensor_name.")
+    timestamp: str = Field(
+        description="ISO 8601. With an offset or Z it is that instant; a naive time is "
+        "SOURCE_TIMEZONE local time (DST_AMBIGUOUS / DST_NONEXISTENT decide the DST hours).",
+        examples=["2016-01-01T12:00:00+01:00"],
+    )
+    value: float = Field(description="A finite number (not a string, not a boolean).")
+
+
+class RejectedReading(BaseModel):
+    index: int = Field(
+        description="0-based: position in the JSON array, NDJSON line number - 1, or CSV "
+        "line number after the header - 1."
+    )
+    reason: str
+
+
+class LiveWriteResult(BaseModel):
+    inserted: int = Field(description="Readings stored by this request.")
+    duplicate: int = Field(
+        description="Readings of a (sensor, instant) already stored, or repeated in this "
+        "batch (the first one counts); the stored value is kept."
+    )
+    rejected: list[RejectedReading] = Field(
+        description="Rejected readings in index order, at most the first 1000."
+    )
+    rejected_count: int = Field(description="All rejected readings, listed or not.")
