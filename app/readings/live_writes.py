@@ -738,13 +738,7 @@ class PartitionMonths:
             )
         for month in missing[:MAX_NEW_PARTITIONS_PER_BATCH]:
             start = datetime(1970 + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-            try:
-                await ensure_partitions(connection, start, start)
-            except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
-                # Another writer created it at the same moment: the function's re-check
-                # under its advisory lock still sees this session's stale catalog cache.
-                # A second call runs in a new transaction, which sees the partition.
-                await ensure_partitions(connection, start, start)
+            await ensure_partitions(connection, start, start)
             ensured.add(month)
 
 

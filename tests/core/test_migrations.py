@@ -214,3 +214,22 @@ async def test_sensor_names_and_uuids_are_unique(empty_database: asyncpg.Connect
         await empty_database.execute(insert, uuid.uuid4(), "sensor_00001")
     with pytest.raises(asyncpg.UniqueViolationError):
         await empty_database.execute(insert, first, "sensor_00002")
+
+
+async def test_concurrent_callers_create_a_new_month_once(
+    empty_database: asyncpg.Connection, empty_database_url: str
+) -> None:
+    await apply_migrations(empty_database, Database.TIMESERIES, REPOSITORY_ROOT / "db_init")
+    callers = [await asyncpg.connect(empty_database_url) for _ in range(6)]
+    try:
+        # Every session has looked the partition up (and cached its absence) before one of
+        # them creates it while the others wait for the lock.
+        for caller in callers:
+            assert await caller.fetchval("SELECT to_regclass('readings_p201507')") is None
+        month = datetime(2015, 7, 10, tzinfo=UTC)
+        ensure = "SELECT ensure_readings_partitions($1, $1)"
+        created = await asyncio.gather(*(caller.fetchval(ensure, month) for caller in callers))
+        assert sorted(created) == [0, 0, 0, 0, 0, 1]
+    finally:
+        for caller in callers:
+            await caller.close()
