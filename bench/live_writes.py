@@ -50,31 +50,16 @@ if __package__ in (None, ""):
 
 from app.devdata import DatasetSpec, generate_dataset
 from app.ingest import repository as ingest_repository
-from app.ingest.parsing import COPY_HEADER, COPY_TRAILER
+from app.ingest.parsing import COPY_HEADER, COPY_TRAILER, encode_copy_tuples
 from app.readings import repository
+from bench.readings import percentile
 from bench.stack import RssSampler, Service, service_stack, wait_for_job
 
 TARGET_ROWS_PER_SECOND = 100_000
 TARGET_P99_MS = 100.0
 CONTENT_TYPES = {"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}
-COPY_TUPLE = np.dtype(
-    [
-        ("field_count", ">i2"),
-        ("ts_length", ">i4"),
-        ("ts", ">i8"),
-        ("uuid_length", ">i4"),
-        ("uuid", "u1", (16,)),
-        ("value_length", ">i4"),
-        ("value", ">f8"),
-    ]
-)
-PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 STAMP_WIDTH = len("2016-01-01T00:00:00")
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 @dataclass(eq=False)
@@ -150,16 +135,10 @@ class Fleet:
     def copy_payload(self, slot: int) -> bytes:
         seconds, sensors, values = self.columns(slot)
         uuid_bytes = np.frombuffer(b"".join(u.bytes for u in self.uuids), np.uint8).reshape(-1, 16)
-        start_us = (self.origin - PG_EPOCH) // timedelta(microseconds=1)
-        tuples = np.empty(seconds.size, dtype=COPY_TUPLE)
-        tuples["field_count"] = 3
-        tuples["ts_length"] = 8
-        tuples["ts"] = start_us + seconds * 1_000_000
-        tuples["uuid_length"] = 16
-        tuples["uuid"] = uuid_bytes[sensors]
-        tuples["value_length"] = 8
-        tuples["value"] = values
-        return COPY_HEADER + tuples.tobytes() + COPY_TRAILER
+        start_us = (self.origin - UNIX_EPOCH) // timedelta(microseconds=1)
+        instants = start_us + seconds.astype(np.int64) * 1_000_000
+        tuples = encode_copy_tuples(instants, uuid_bytes[sensors], values)
+        return COPY_HEADER + tuples + COPY_TRAILER
 
 
 @dataclass

@@ -53,7 +53,7 @@ COPY_TRAILER: Final = b"\xff\xff"
 
 # One COPY tuple (ts timestamptz, sensor_uuid uuid, value float8). Packed, big-endian, so a
 # block of tuples is a single numpy buffer: no per-row struct.pack.
-_COPY_TUPLE: Final = np.dtype(
+COPY_TUPLE: Final = np.dtype(
     [
         ("field_count", ">i2"),
         ("ts_length", ">i4"),
@@ -64,7 +64,7 @@ _COPY_TUPLE: Final = np.dtype(
         ("value", ">f8"),
     ]
 )
-_PG_EPOCH_US: Final = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
+PG_EPOCH_US: Final = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _US_PER_SECOND: Final = 1_000_000
 _US_PER_DAY: Final = 86_400 * _US_PER_SECOND
 _NAT: Final = np.iinfo(np.int64).min  # pandas' NaT as int64
@@ -280,6 +280,20 @@ class ParsedBlock:
     dst_ambiguous_by_order: int
     dst_ambiguous_by_rule: int
     dst_nonexistent_shifted: int
+
+
+def encode_copy_tuples(instants: IntArray, uuid_bytes: npt.NDArray[np.uint8], values: Any) -> bytes:
+    """Binary COPY tuples (no header or trailer) of Unix-microsecond instants, 16-byte
+    uuids (one row each) and float values."""
+    tuples = np.empty(instants.size, dtype=COPY_TUPLE)
+    tuples["field_count"] = 3
+    tuples["ts_length"] = 8
+    tuples["ts"] = instants - PG_EPOCH_US
+    tuples["uuid_length"] = 16
+    tuples["uuid"] = uuid_bytes
+    tuples["value_length"] = 8
+    tuples["value"] = values
+    return tuples.tobytes()
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,15 +626,7 @@ class ReadingsBlockParser:
             # PostgreSQL's side of the COPY measurably cheaper (bench/ingest.py).
             order = np.lexsort((instants, sensors))
             instants, sensors, values = instants[order], sensors[order], np.asarray(values)[order]
-        tuples = np.empty(instants.size, dtype=_COPY_TUPLE)
-        tuples["field_count"] = 3
-        tuples["ts_length"] = 8
-        tuples["ts"] = instants - _PG_EPOCH_US
-        tuples["uuid_length"] = 16
-        tuples["uuid"] = self._uuid_bytes[sensors]
-        tuples["value_length"] = 8
-        tuples["value"] = values
-        return tuples.tobytes()
+        return encode_copy_tuples(instants, self._uuid_bytes[sensors], values)
 
     def _row_rejections(
         self, rows: _CsvRows, lines: _BlockLines, codes: npt.NDArray[np.uint8]

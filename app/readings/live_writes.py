@@ -48,6 +48,8 @@ from app.core.lifespan import Resources
 from app.ingest.parsing import (
     COPY_HEADER,
     COPY_TRAILER,
+    COPY_TUPLE,
+    PG_EPOCH_US,
     UTF8_BOM,
     AmbiguousRule,
     CsvLayout,
@@ -55,6 +57,7 @@ from app.ingest.parsing import (
     NonexistentRule,
     ReadingsBlockParser,
     detect_layout,
+    encode_copy_tuples,
 )
 from app.ingest.repository import add_to_sensor_stats, copy_readings, ensure_partitions
 from app.readings import repository
@@ -98,20 +101,6 @@ _MEDIA_TYPES: Final = {
     "text/csv": BodyFormat.CSV,
 }
 
-# One COPY tuple (ts timestamptz, sensor_uuid uuid, value float8) of PostgreSQL's binary
-# COPY format, packed big-endian: a batch of tuples is one numpy buffer.
-_COPY_TUPLE: Final = np.dtype(
-    [
-        ("field_count", ">i2"),
-        ("ts_length", ">i4"),
-        ("ts", ">i8"),
-        ("uuid_length", ">i4"),
-        ("uuid", "u1", (16,)),
-        ("value_length", ">i4"),
-        ("value", ">f8"),
-    ]
-)
-_PG_EPOCH_US: Final = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _NAT: Final = np.iinfo(np.int64).min
 _UTC_MICROS: Final = pa.timestamp("us", tz="UTC")
@@ -260,15 +249,7 @@ def _months_of(instants: IntArray) -> list[int]:
 
 
 def _encode(instants: IntArray, uuid_bytes: npt.NDArray[np.uint8], values: Any) -> bytes:
-    tuples = np.empty(instants.size, dtype=_COPY_TUPLE)
-    tuples["field_count"] = 3
-    tuples["ts_length"] = 8
-    tuples["ts"] = instants - _PG_EPOCH_US
-    tuples["uuid_length"] = 16
-    tuples["uuid"] = uuid_bytes
-    tuples["value_length"] = 8
-    tuples["value"] = values
-    return COPY_HEADER + tuples.tobytes() + COPY_TRAILER
+    return COPY_HEADER + encode_copy_tuples(instants, uuid_bytes, values) + COPY_TRAILER
 
 
 def _utc_datetimes(microseconds: IntArray) -> list[datetime]:
@@ -668,7 +649,7 @@ class CsvBatch:
             raise _no_readings()
         if parsed.rows_read > self._settings.live_write_max_rows:
             raise _too_many_rows(parsed.rows_read, self._settings.live_write_max_rows)
-        tuples = np.frombuffer(parsed.copy_rows, dtype=_COPY_TUPLE)
+        tuples = np.frombuffer(parsed.copy_rows, dtype=COPY_TUPLE)
         return PreparedBatch(
             payload=COPY_HEADER + parsed.copy_rows + COPY_TRAILER,
             accepted=parsed.rows_accepted,
@@ -687,7 +668,7 @@ class CsvBatch:
                     strict=True,
                 )
             ],
-            months=_months_of(tuples["ts"].astype(np.int64) + _PG_EPOCH_US),
+            months=_months_of(tuples["ts"].astype(np.int64) + PG_EPOCH_US),
         )
 
 
