@@ -340,7 +340,7 @@ class ReadingsBlockParser:
             malformed = [normalised[i] for i in np.flatnonzero(~canonical)[:5].tolist()]
             raise ValueError(f"malformed known uuid(s): {', '.join(malformed)}")
         self._uuid_bytes: npt.NDArray[np.uint8] = np.frombuffer(
-            b"".join(uuid.UUID(known).bytes for known in normalised), dtype=np.uint8
+            bytes.fromhex("".join(normalised).replace("-", "")), dtype=np.uint8
         ).reshape(-1, 16)
         self._repeated_hours = _RepeatedHourOrder(zone)
         self._group_by_sensor = group_by_sensor
