@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app.anomalies.router import router as anomalies_router
 from app.core.config import Settings
 from app.core.errors import register_error_handlers
 from app.core.lifespan import lifespan_for
+from app.core.limits import RequestBodyLimit
+from app.core.security import authorize
 from app.health.router import router as health_router
 from app.ingest.router import router as ingest_router
 from app.readings.router import router as readings_router
@@ -23,11 +25,14 @@ Sensor readings from an S3 bucket of CSV files, by sensor **name**.
   `GET /ingest/jobs/{id}` shows their progress, `DELETE` cancels.
 * Sensors: `GET /sensors` (by name prefix, paginated), `GET /sensors/{name}`.
 * Readings: `GET /readings?sensor_name=&start=&end=` pages (JSON) or streams the whole
-  range (`format=csv|ndjson`, `pd.read_csv(url)` works).
+  range (`format=csv|ndjson`; `pd.read_csv(url, storage_options={"X-API-Key": key})`).
 * Anomalies: `GET /anomalies?sensor_name=&start=&end=` (change points, a regression per
   segment, flagged readings, explained), `GET /anomalies/plot` (PNG), `POST /anomalies/scan`
   (every sensor, as a job) and `GET /anomalies/report` (sensors ranked).
 * Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
+
+Every other endpoint needs an `X-API-Key` header holding a key from `API_KEYS` (use
+**Authorize**): `read:` keys may GET, `write:` keys may change data, bare keys may do both.
 """
 
 
@@ -45,11 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan_for(settings),
     )
     register_error_handlers(app)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.request_max_bytes)
     app.include_router(health_router)
-    app.include_router(ingest_router)
-    app.include_router(sensors_router)
-    app.include_router(readings_router)
-    app.include_router(anomalies_router)
+    # Everything but health and the docs needs a key; the scope follows the method.
+    for router in (ingest_router, sensors_router, readings_router, anomalies_router):
+        app.include_router(router, dependencies=[Depends(authorize)])
     return app
 
 

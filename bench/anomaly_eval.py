@@ -704,6 +704,7 @@ async def evaluate(
     # CPU per request, and the client shares this machine's two cores with the service.
     async with aiohttp.ClientSession(
         base_url=str(service.client.base_url),
+        headers=service.headers,
         connector=aiohttp.TCPConnector(limit=16),
         timeout=aiohttp.ClientTimeout(total=600),
     ) as session:

@@ -281,6 +281,7 @@ async def through_service(
     # per request, and the client shares this machine's cores with the service.
     session = aiohttp.ClientSession(
         base_url=str(service.client.base_url),
+        headers=service.headers,
         connector=aiohttp.TCPConnector(limit=args.clients),
     )
     headers = {"Content-Type": CONTENT_TYPES[args.format]}

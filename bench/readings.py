@@ -88,6 +88,7 @@ async def latency(
     # per request, and the client shares this machine's two cores with the service.
     session = aiohttp.ClientSession(
         base_url=str(service.client.base_url),
+        headers=service.headers,
         connector=aiohttp.TCPConnector(limit=args.clients),
     )
 

@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 
 from app.core.config import REPOSITORY_ROOT, Settings
 from app.core.migrations import Database, apply_migrations
+from app.core.security import API_KEY_HEADER
 from app.devdata import Manifest
 from app.devdata.upload import upload_directory
 from app.devstack.ports import free_port_block
@@ -88,6 +89,11 @@ class Service:
     process: subprocess.Popen[bytes]
     client: httpx.AsyncClient
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every request to the service sends: the bench's API key (both scopes)."""
+        return {API_KEY_HEADER: self.settings.api_keys[0].secret.get_secret_value()}
+
 
 async def wait_for_job(
     client: httpx.AsyncClient, job_id: str, show: bool = False
@@ -128,6 +134,7 @@ async def service_stack(
                 s3_access_key_id=s3server.access_key,
                 s3_secret_access_key=s3server.secret_key,
                 s3_bucket="bench-data",
+                api_keys=f"bench@{secrets.token_urlsafe(16)}",
             )
             async with AsyncExitStack() as stack:
                 s3 = await open_s3_client(settings, stack)
@@ -154,8 +161,12 @@ async def service_stack(
                 )
             try:
                 limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+                api_key = settings.api_keys[0].secret.get_secret_value()
                 async with httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{port}", timeout=120, limits=limits
+                    base_url=f"http://127.0.0.1:{port}",
+                    timeout=120,
+                    limits=limits,
+                    headers={API_KEY_HEADER: api_key},
                 ) as client:
                     for _ in range(600):
                         try:

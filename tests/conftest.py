@@ -16,11 +16,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from app.core.config import Settings
+from app.core.security import API_KEY_HEADER
 from app.devstack.postgres import with_database
 from app.devstack.seaweed import SeaweedServer
 from app.main import create_app
 from app.storage.s3 import S3Client, ensure_bucket, open_s3_client
-from tests.helpers import migrate_fresh_databases
+from tests.helpers import READ_KEY, TEST_KEY, WRITE_KEY, migrate_fresh_databases
 
 ADMIN_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -76,7 +77,7 @@ def settings(database_urls: tuple[str, str], s3_endpoint: S3Endpoint) -> Setting
         s3_access_key_id=s3_endpoint.access_key,
         s3_secret_access_key=s3_endpoint.secret_key,
         s3_bucket="sensor-test-data",
-        api_keys="test-key-with-both-scopes",
+        api_keys=f"tester@{TEST_KEY},reader@read:{READ_KEY},writer@write:{WRITE_KEY}",
         migrate_on_startup=False,
         startup_timeout_seconds=5,
         analysis_workers=2,
@@ -94,13 +95,17 @@ async def s3(settings: Settings) -> AsyncIterator[S3Client]:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running, called in-process over ASGI."""
+async def running_app(
+    settings: Settings, api_key: str | None = TEST_KEY
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan running, called in-process over ASGI; the client sends
+    `api_key` (by default the tests' key with both scopes) unless it is None."""
     app = create_app(settings)
+    headers = {API_KEY_HEADER: api_key} if api_key else {}
     async with (
         LifespanManager(app) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://test"
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://test", headers=headers
         ) as http,
     ):
         yield http

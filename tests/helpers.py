@@ -16,6 +16,12 @@ import httpx
 
 from app.core.config import REPOSITORY_ROOT, Settings
 from app.core.migrations import Database, apply_migrations
+from app.core.security import API_KEY_HEADER
+
+# The tests' API keys: both scopes (sent by default), read only, write only.
+TEST_KEY = "test-key-with-both-scopes"
+READ_KEY = "test-key-read-only"
+WRITE_KEY = "test-key-write-only"
 
 
 async def migrate_fresh_databases(metadata_url: str, timeseries_url: str) -> None:
@@ -113,6 +119,12 @@ class ServerProcess:
                     pass
                 await asyncio.sleep(0.2)
         raise AssertionError(f"server did not become ready: {self._log.read_text()}")
+
+    def client(self, api_key: str = TEST_KEY) -> httpx.AsyncClient:
+        """A client of this server that sends `api_key`."""
+        return httpx.AsyncClient(
+            base_url=self.base_url, timeout=30, headers={API_KEY_HEADER: api_key}
+        )
 
     def kill(self) -> None:
         assert self.process is not None

@@ -7,7 +7,9 @@ original challenge already have in their `.env` (`MINIO_ENDPOINT`, `MINIO_ACCESS
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,34 +28,58 @@ class ApiScope(StrEnum):
     WRITE = "write"
 
 
+_KEY_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """One entry of `API_KEYS`: `read:KEY`, `write:KEY`, or a bare `KEY` with both scopes."""
+    """One entry of `API_KEYS`: `[label@][scope:]KEY`, where scope is `read` or `write` and a
+    key without one has both. The label names the key's holder in `updated_by` and logs;
+    without one it is `key-` and the first 8 hex digits of the key's SHA-256, which
+    identifies the key without revealing it."""
 
     secret: SecretStr
     scopes: frozenset[ApiScope]
+    label: str
 
     @classmethod
     def parse(cls, entry: str) -> ApiKey:
-        scope_name, separator, secret = entry.partition(":")
+        label, at, rest = entry.partition("@")
+        if not at:
+            label, rest = "", entry
+        elif not _KEY_LABEL.fullmatch(label):
+            raise ValueError(
+                f"API key label {label!r} must be 1-64 letters, digits, '_', '.' or '-'"
+            )
+        scope_name, separator, secret = rest.partition(":")
         if not separator:
-            return cls(SecretStr(entry), frozenset(ApiScope))
-        try:
-            scope = ApiScope(scope_name.strip().lower())
-        except ValueError:
-            allowed = ", ".join(s.value for s in ApiScope)
-            raise ValueError(f"unknown API key scope {scope_name!r} (allowed: {allowed})") from None
+            scopes, secret = frozenset(ApiScope), rest
+        else:
+            try:
+                scopes = frozenset({ApiScope(scope_name.strip().lower())})
+            except ValueError:
+                allowed = ", ".join(s.value for s in ApiScope)
+                raise ValueError(
+                    f"unknown API key scope {scope_name!r} (allowed: {allowed})"
+                ) from None
         if not secret:
-            raise ValueError(f"API key entry {entry!r} has a scope but no key")
-        return cls(SecretStr(secret), frozenset({scope}))
+            raise ValueError("an API_KEYS entry has a label or scope but no key")
+        return cls(SecretStr(secret), scopes, label or cls.fingerprint(secret))
+
+    @staticmethod
+    def fingerprint(secret: str) -> str:
+        return "key-" + hashlib.sha256(secret.encode()).hexdigest()[:8]
 
     def to_entry(self) -> str:
         """The `API_KEYS` entry this key was parsed from (bare when it has both scopes)."""
         secret = self.secret.get_secret_value()
-        if self.scopes == frozenset(ApiScope):
-            return secret
-        (scope,) = self.scopes
-        return f"{scope.value}:{secret}"
+        entry = secret
+        if self.scopes != frozenset(ApiScope):
+            (scope,) = self.scopes
+            entry = f"{scope.value}:{secret}"
+        if self.label != self.fingerprint(secret):
+            entry = f"{self.label}@{entry}"
+        return entry
 
 
 def _redact_dsn(dsn: str) -> str:
@@ -118,7 +144,11 @@ class Settings(BaseSettings):
         description="Most readings one POST /readings may carry; more get 413.",
     )
 
-    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
+    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated `[label@][read:|write:]KEY` entries; X-API-Key must match "
+        "one. Empty: reads need no key and every write is refused.",
+    )
 
     analysis_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
@@ -144,7 +174,27 @@ class Settings(BaseSettings):
     db_pool_min_size: int = Field(default=2, ge=0)
     # Enough for ~20 concurrent reads plus ingestion workers per database.
     db_pool_max_size: int = Field(default=24, ge=1)
-    db_command_timeout_seconds: float = Field(default=60.0, gt=0)
+    db_command_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Client-side timeout of one SQL command (asyncpg)."
+    )
+    db_statement_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="PostgreSQL statement_timeout of the service's sessions (0: none); a "
+        "request whose query runs longer gets 422. CSV/NDJSON streams are exempt.",
+    )
+    request_max_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Largest request body (bytes) of every endpoint but POST /readings "
+        "(LIVE_WRITE_MAX_BYTES); a larger one gets 413.",
+    )
+    readings_json_max_days: int = Field(
+        default=3660,
+        ge=1,
+        description="Widest [start, end) of a JSON readings page or aggregate, in days; "
+        "CSV/NDJSON streams have no such limit.",
+    )
     startup_timeout_seconds: float = Field(
         default=30.0, ge=0, description="How long startup waits for the databases to accept us."
     )
@@ -193,7 +243,11 @@ class Settings(BaseSettings):
     def _parse_api_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             entries = [entry.strip() for entry in value.split(",")]
-            return tuple(ApiKey.parse(entry) for entry in entries if entry)
+            keys = tuple(ApiKey.parse(entry) for entry in entries if entry)
+            secrets = [key.secret.get_secret_value() for key in keys]
+            if len(set(secrets)) != len(secrets):
+                raise ValueError("the same key appears twice in API_KEYS")
+            return keys
         return value
 
     @field_validator("log_level")

@@ -58,6 +58,7 @@ async def create_pool(
     min_size: int,
     max_size: int,
     command_timeout: float,
+    statement_timeout: float = 0.0,
 ) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
@@ -66,7 +67,13 @@ async def create_pool(
         command_timeout=command_timeout,
         init=_init_connection,
         # Sessions run in UTC so that any server-side rendering of timestamptz is unambiguous.
-        server_settings={"application_name": application_name, "timezone": "UTC"},
+        server_settings={
+            "application_name": application_name,
+            "timezone": "UTC",
+            # PostgreSQL stops a runaway query itself (asyncpg's command_timeout only
+            # gives up waiting on the client side).
+            "statement_timeout": str(round(statement_timeout * 1000)),
+        },
     )
     assert pool is not None
     return pool

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +19,24 @@ logger = logging.getLogger(__name__)
 class AppError(Exception):
     status_code = 500
     error = "internal_error"
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str, *, context: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         # Machine-readable facts about the error, e.g. the id of the job that blocks a new one.
         self.context = context
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    error = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
+
+
+class Forbidden(AppError):
+    status_code = 403
+    error = "forbidden"
 
 
 class NotFound(AppError):
@@ -91,7 +104,9 @@ def _describe_validation_errors(exc: RequestValidationError) -> list[dict[str, A
 def register_error_handlers(app: FastAPI) -> None:
     async def app_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
-        return _body(exc.error, exc.message, exc.status_code, exc.context)
+        response = _body(exc.error, exc.message, exc.status_code, exc.context)
+        response.headers.update(exc.headers)
+        return response
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -105,6 +120,16 @@ def register_error_handlers(app: FastAPI) -> None:
             response.headers.update(exc.headers)
         return response
 
+    async def statement_timeout(request: Request, exc: Exception) -> JSONResponse:
+        # A limit of the request's size, like the others: the client can ask for less.
+        limit = request.state.resources.settings.db_statement_timeout_seconds
+        return _body(
+            "query_timeout",
+            f"the query ran longer than DB_STATEMENT_TIMEOUT_SECONDS = {limit:g} s; narrow "
+            "the time range, choose a coarser interval, or stream it (format=csv|ndjson)",
+            422,
+        )
+
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body(AppError.error, "internal server error; see the service log", 500)
@@ -112,4 +137,5 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(asyncpg.QueryCanceledError, statement_timeout)
     app.add_exception_handler(Exception, unexpected_error)

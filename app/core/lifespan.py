@@ -72,6 +72,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                 min_size=settings.db_pool_min_size,
                 max_size=settings.db_pool_max_size,
                 command_timeout=settings.db_command_timeout_seconds,
+                statement_timeout=settings.db_statement_timeout_seconds,
             )
             stack.push_async_callback(pool.close)
             pools.append(pool)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import typer
 import uvicorn
 
-from app.core.config import Settings
+from app.core.config import ApiScope, Settings
 from app.devdata import MANIFEST_NAME, DatasetSpec, generate_dataset
 from app.devdata.upload import upload_directory
 from app.devstack.postgres import EmbeddedPostgres, ensure_database, server_answers, with_database
@@ -126,13 +126,15 @@ async def _seed_demo_data(settings: Settings, preset: str) -> None:
 
 
 def _write_env_file(settings: Settings) -> Path:
-    """The stack's settings, so the CLI in another terminal talks to the same services."""
+    """The stack's settings, so the CLI in another terminal talks to the same services,
+    and SENSOR_API_KEY, the key `python -m app readings` and read_readings() send."""
     path = DEV_DIR / "env"
-    path.write_text(
-        "".join(
-            f"{name}={shlex.quote(value)}\n" for name, value in settings.to_environment().items()
-        )
-    )
+    environment = settings.to_environment()
+    readers = [key for key in settings.api_keys if ApiScope.READ in key.scopes]
+    if readers:
+        environment["SENSOR_API_KEY"] = readers[0].secret.get_secret_value()
+    lines = [f"{name}={shlex.quote(value)}\n" for name, value in environment.items()]
+    path.write_text("".join(lines))
     path.chmod(0o600)
     return path
 

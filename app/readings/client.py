@@ -9,6 +9,7 @@ It fetches the whole range as CSV in one request (no paging) and parses it with 
 from __future__ import annotations
 
 import io
+import os
 from typing import Any
 
 import httpx
@@ -34,6 +35,8 @@ def _raise_for_error(response: httpx.Response) -> None:
 def _get_readings(
     base_url: str, params: dict[str, Any], api_key: str | None, timeout: float
 ) -> httpx.Response:
+    # The CLI and `make dev`'s .dev/env name the key SENSOR_API_KEY; a notebook can too.
+    api_key = api_key or os.environ.get("SENSOR_API_KEY")
     headers = {"X-API-Key": api_key} if api_key else {}
     with httpx.Client(base_url=base_url, timeout=timeout) as client:
         response = client.get("/readings", params=params, headers=headers)

@@ -54,7 +54,11 @@ async def copy_range(
     or one JSON object a line. Timestamps are ISO 8601 with the offset of `tz`."""
     direction = "DESC" if descending else "ASC"
     # Rendering timestamptz uses the session time zone; LOCAL keeps it to this transaction.
-    await connection.execute("SELECT set_config('timezone', $1, true)", tz)
+    # A stream lasts as long as its client takes to read it (the COPY waits on a bounded
+    # queue), so the statement timeout meant for runaway queries does not apply.
+    await connection.execute(
+        "SELECT set_config('timezone', $1, true), set_config('statement_timeout', '0', true)", tz
+    )
     if ndjson:
         query = f"""
             SELECT json_build_object('timestamp', ts, 'value', value)::text FROM readings

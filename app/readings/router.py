@@ -60,6 +60,7 @@ async def aggregate_readings(
     ] = "none",
 ) -> AggregatePage:
     """Statistics of a sensor per calendar bucket of tz (a Berlin day is 23 or 25 h on DST days)."""
+    service.check_json_range(resources.settings, query)
     return await service.aggregate(
         resources.timeseries_pool, query, interval=interval, stats=stats, fill=fill
     )
@@ -106,6 +107,7 @@ async def get_readings(
             resources.timeseries_pool, query, ndjson=chosen is ReadingFormat.NDJSON
         )
         return StreamingResponse(stream, media_type=MEDIA_TYPES[chosen])
+    service.check_json_range(resources.settings, query)
     page_body = await service.read_page(
         resources.timeseries_pool, query, limit=page_size or limit, cursor=cursor, page=page
     )

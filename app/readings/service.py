@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -78,6 +78,17 @@ def build_query(
     if end_at <= start_at:
         raise InvalidParameter("end", f"must be after start ({start_at.isoformat()})")
     return ReadingsQuery(sensor_name, sensor_uuid, start_at, end_at, order, tz)
+
+
+def check_json_range(settings: Settings, query: ReadingsQuery) -> None:
+    """JSON answers (pages, aggregates) cover at most READINGS_JSON_MAX_DAYS; streams do not."""
+    widest = timedelta(days=settings.readings_json_max_days)
+    if query.end - query.start > widest:
+        raise InvalidParameter(
+            "end",
+            f"JSON covers at most READINGS_JSON_MAX_DAYS = {settings.readings_json_max_days} "
+            "days from start; narrow the range, or stream it with format=csv|ndjson",
+        )
 
 
 async def read_page(

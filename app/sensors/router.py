@@ -6,6 +6,7 @@ from fastapi import APIRouter, Body, Path, Query, Response, status
 
 from app.core.deps import MetaConn, ResourcesDep, TsConn
 from app.core.errors import InvalidInput, error_responses
+from app.core.security import PrincipalDep
 from app.sensors import service
 from app.sensors.exceptions import DeleteBlockedByIngestion, SensorExists, SensorNotFound
 from app.sensors.schemas import Sensor, SensorCreate, SensorDeleted, SensorPage, SensorPatch
@@ -13,8 +14,6 @@ from app.sensors.schemas import Sensor, SensorCreate, SensorDeleted, SensorPage,
 router = APIRouter(prefix="/sensors", tags=["sensors"])
 
 SensorName = Annotated[str, Path(max_length=200)]
-# Until API keys land, changes are recorded without an author.
-UNKNOWN_AUTHOR = None
 
 
 @router.get("", response_model=SensorPage, responses=error_responses(InvalidInput))
@@ -51,10 +50,14 @@ async def list_sensors(
     responses=error_responses(SensorExists, InvalidInput),
 )
 async def register_sensor(
-    resources: ResourcesDep, response: Response, body: Annotated[SensorCreate, Body()]
+    resources: ResourcesDep,
+    principal: PrincipalDep,
+    response: Response,
+    body: Annotated[SensorCreate, Body()],
 ) -> Sensor:
-    """Register a sensor; its uuid is generated unless given. A taken name or uuid: 409."""
-    sensor = await service.create_sensor(resources, body, UNKNOWN_AUTHOR)
+    """Register a sensor; its uuid is generated unless given. A taken name or uuid: 409.
+    `updated_by` is the label of the API key used."""
+    sensor = await service.create_sensor(resources, body, principal.label)
     response.headers["Location"] = f"/sensors/{sensor.name}"
     return sensor
 
@@ -71,11 +74,14 @@ async def get_sensor(metadata: MetaConn, timeseries: TsConn, sensor_name: Sensor
     responses=error_responses(SensorNotFound, SensorExists, InvalidInput),
 )
 async def change_sensor(
-    resources: ResourcesDep, sensor_name: SensorName, patch: Annotated[SensorPatch, Body()]
+    resources: ResourcesDep,
+    principal: PrincipalDep,
+    sensor_name: SensorName,
+    patch: Annotated[SensorPatch, Body()],
 ) -> Sensor:
     """Change metadata or rename; only the fields given change. A rename keeps the uuid
-    and the readings."""
-    return await service.update_sensor(resources, sensor_name, patch, UNKNOWN_AUTHOR)
+    and the readings. `updated_by` is the label of the API key used."""
+    return await service.update_sensor(resources, sensor_name, patch, principal.label)
 
 
 @router.delete(

@@ -58,12 +58,13 @@ async def test_a_scan_leaves_a_process_to_requests() -> None:
     pool = AnalysisPool(2, max_pending=4, timeout_seconds=30)
     try:
         assert pool.scan_slots._value == 1
-        scan = [asyncio.create_task(pool.run_for_scan(time.sleep, 0.6)) for _ in range(2)]
+        await asyncio.gather(pool.run(time.sleep, 0.2), pool.run(time.sleep, 0.2))  # spawn both
+        scan = [asyncio.create_task(pool.run_for_scan(time.sleep, 5)) for _ in range(2)]
         await asyncio.sleep(0.1)
-        started = time.perf_counter()
         await pool.run(os.getpid)
-        # One scan task holds one process, the other waits for a scan slot, not a process.
-        assert time.perf_counter() - started < 0.5
+        # One scan task holds one process, the other waits for a scan slot, not a process:
+        # the request was served while both scan tasks were still pending.
+        assert not any(task.done() for task in scan)
         await asyncio.gather(*scan)
     finally:
         await pool.close()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,40 @@ def test_api_keys_carry_scopes(monkeypatch: pytest.MonkeyPatch) -> None:
     ]
 
 
+def test_api_keys_carry_labels_or_a_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "grafana@read:reader-key,ops.team@both-key,bare-key")
+    keys = Settings(_env_file=None).api_keys
+    assert [key.label for key in keys] == [
+        "grafana",
+        "ops.team",
+        "key-" + hashlib.sha256(b"bare-key").hexdigest()[:8],
+    ]
+    assert keys[0].scopes == frozenset({ApiScope.READ})
+    assert keys[1].scopes == frozenset(ApiScope)
+    assert [key.to_entry() for key in keys] == [
+        "grafana@read:reader-key",
+        "ops.team@both-key",
+        "bare-key",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("same-key,read:same-key", "the same key appears twice"),
+        ("bad label@key", "API key label 'bad label'"),
+        ("admin:key", "unknown API key scope 'admin'"),
+        ("ops@read:", "has a label or scope but no key"),
+    ],
+)
+def test_bad_api_keys_are_refused_saying_why(
+    monkeypatch: pytest.MonkeyPatch, value: str, complaint: str
+) -> None:
+    monkeypatch.setenv("API_KEYS", value)
+    with pytest.raises(ValidationError, match=re.escape(complaint)):
+        Settings(_env_file=None)
+
+
 @pytest.mark.parametrize(
     ("name", "value", "complaint"),
     [
@@ -138,10 +174,10 @@ def test_to_environment_reproduces_the_settings_in_another_process(
         s3_access_key_id="AKIA",
         s3_secret_access_key="secret",
         timeseries_prefix="data/",
-        api_keys="read:reader-key,write:writer-key,both-key",
+        api_keys="read:reader-key,ops@write:writer-key,both-key",
     )
     environment = original.to_environment()
-    assert environment["API_KEYS"] == "read:reader-key,write:writer-key,both-key"
+    assert environment["API_KEYS"] == "read:reader-key,ops@write:writer-key,both-key"
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert Settings(_env_file=None) == original

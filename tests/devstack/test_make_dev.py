@@ -80,6 +80,11 @@ def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
             assert ready.status_code == 200, ready.text
             docs = http.get("/docs")
             assert docs.status_code == 200
+            # The printed key opens the API; without it, a clear 401.
+            generated_key = (tmp_path / ".dev/api_key").read_text().strip()
+            assert http.get("/sensors").status_code == 401
+            sensors = http.get("/sensors", headers={"X-API-Key": generated_key})
+            assert sensors.status_code == 200, sensors.text
         weeds = _children_named(psutil.Process(process.pid), "weed")
         assert len(weeds) == 1
         children = psutil.Process(process.pid).children(recursive=True)
@@ -100,6 +105,7 @@ def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
     env_file = (tmp_path / ".dev/env").read_text()
     assert f"S3_ENDPOINT_URL=http://127.0.0.1:{s3_port}" in env_file
     assert f"API_KEYS={api_key}" in env_file
+    assert f"SENSOR_API_KEY={api_key}" in env_file
     assert not weeds[0].is_running(), "SeaweedFS outlived make dev"
     # The analysis processes too, however the service ended (they watch their parent).
     _, alive = psutil.wait_procs(children, timeout=5)

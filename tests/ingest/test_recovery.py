@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.devdata import DatasetSpec, Manifest, generate_dataset
@@ -72,7 +71,7 @@ async def test_sigkill_mid_job_then_a_new_job_equals_an_uninterrupted_run(
     server = ServerProcess(ingest.settings, server_port, tmp_path / "server.log")
     try:
         await server.start()
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        async with server.client() as client:
             assert (await run_job(client, "/ingest/mapping"))["status"] == "succeeded"
             started = await client.post("/ingest/timeseries")
             assert started.status_code == 202
@@ -87,7 +86,7 @@ async def test_sigkill_mid_job_then_a_new_job_equals_an_uninterrupted_run(
         assert 0 < job["objects_done"] < job["objects_total"]
 
         await server.start()
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+        async with server.client() as client:
             killed = await wait_for_job(client, killed_job_id)
             assert killed["status"] == "failed"
             assert "stopped before it finished" in killed["failure_reason"]

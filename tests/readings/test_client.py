@@ -14,7 +14,7 @@ from app.__main__ import EXIT_FAILED, cli
 from app.devstack.ports import free_port_block
 from app.readings.client import ReadingsRequestFailed, read_readings
 from tests.conftest import IngestEnvironment
-from tests.helpers import ServerProcess
+from tests.helpers import READ_KEY, ServerProcess
 from tests.readings.conftest import A_TIMES, iso
 
 
@@ -36,6 +36,7 @@ async def test_read_readings_returns_a_dataframe_of_the_whole_range(server: str)
         "2014-01-01",
         base_url=server,
         tz="Europe/Berlin",
+        api_key=READ_KEY,
     )
     assert len(frame) == len(A_TIMES)
     assert list(frame.columns) == ["value"]
@@ -44,13 +45,19 @@ async def test_read_readings_returns_a_dataframe_of_the_whole_range(server: str)
     assert frame["value"].iloc[-1] == (len(A_TIMES) - 1) * 0.5
 
 
-async def test_read_readings_explains_a_refusal(server: str) -> None:
+async def test_read_readings_explains_a_refusal(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SENSOR_API_KEY", raising=False)
+    with pytest.raises(ReadingsRequestFailed, match="HTTP 401: missing API key"):
+        await asyncio.to_thread(read_readings, "nope", "2013-01-01", "2014-01-01", base_url=server)
+    monkeypatch.setenv("SENSOR_API_KEY", READ_KEY)  # as in make dev's .dev/env
     with pytest.raises(ReadingsRequestFailed, match="HTTP 404: no sensor named 'nope'"):
         await asyncio.to_thread(read_readings, "nope", "2013-01-01", "2014-01-01", base_url=server)
 
 
 async def test_the_cli_prints_csv_pages_and_errors(server: str) -> None:
-    runner = CliRunner()
+    runner = CliRunner(env={"SENSOR_API_KEY": READ_KEY})
     base = ["readings", "--sensor-name", "sensor_a", "--start", iso(A_TIMES[0]), "--url", server]
     whole = await asyncio.to_thread(runner.invoke, cli, [*base, "--end", iso(A_TIMES[5])])
     assert whole.exit_code == 0, whole.output

@@ -275,3 +275,18 @@ async def test_bad_aggregate_parameters_get_422_naming_them(
     response = await loaded.client.get("/readings/aggregate", params={**base, **params})
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith(f"{named}:")
+
+
+async def test_json_covers_at_most_the_configured_days_and_streams_any_range(
+    loaded: IngestEnvironment,
+) -> None:
+    eleven_years = {"sensor_name": "sensor_a", "start": "2010-01-01", "end": "2021-01-02"}
+    for path in ("/readings", "/readings/aggregate"):
+        response = await loaded.client.get(path, params=eleven_years)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"].startswith(
+            "end: JSON covers at most READINGS_JSON_MAX_DAYS = 3660 days from start"
+        )
+    streamed = await loaded.client.get("/readings", params={**eleven_years, "format": "csv"})
+    assert streamed.status_code == 200
+    assert len(streamed.text.splitlines()) == len(A_TIMES) + 1
