@@ -9,7 +9,13 @@ from fastapi_offline import FastAPIOffline
 
 from app.anomalies.router import router as anomalies_router
 from app.core.config import Settings
-from app.core.errors import register_error_handlers
+from app.core.errors import (
+    Forbidden,
+    InvalidInput,
+    Unauthorized,
+    error_responses,
+    register_error_handlers,
+)
 from app.core.lifespan import lifespan_for
 from app.core.limits import RequestBodyLimit
 from app.core.security import authorize
@@ -54,7 +60,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     # Everything but health and the docs needs a key; the scope follows the method.
     for router in (ingest_router, sensors_router, readings_router, anomalies_router):
-        app.include_router(router, dependencies=[Depends(authorize)])
+        app.include_router(
+            router,
+            dependencies=[Depends(authorize)],
+            responses=error_responses(Unauthorized, Forbidden, InvalidInput),
+        )
     return app
 
 

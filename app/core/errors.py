@@ -114,6 +114,11 @@ def register_error_handlers(app: FastAPI) -> None:
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode: as invalid as any other input.
+            return _body(
+                InvalidInput.error, f"the request body: {exc.detail} (send UTF-8 JSON)", 422
+            )
         error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         response = _body(error, exc.detail, exc.status_code)
         if exc.headers:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
 
@@ -58,7 +59,7 @@ async def register_sensor(
     """Register a sensor; its uuid is generated unless given. A taken name or uuid: 409.
     `updated_by` is the label of the API key used."""
     sensor = await service.create_sensor(resources, body, principal.label)
-    response.headers["Location"] = f"/sensors/{sensor.name}"
+    response.headers["Location"] = f"/sensors/{quote(sensor.name, safe='')}"
     return sensor
 
 

@@ -5,9 +5,12 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# No leading or trailing blanks, no control characters.
-NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+# No leading or trailing blanks, no control characters, no "/" (GET /sensors/{name} could
+# not address it).
+NAME_PATTERN = r"^[^\s\x00-\x1f\x7f/](?:[^\x00-\x1f\x7f/]*[^\s\x00-\x1f\x7f/])?$"
 Name = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+# PostgreSQL text cannot hold NUL.
+TEXT_PATTERN = r"^[^\x00]*$"
 
 
 class Sensor(BaseModel):
@@ -36,9 +39,9 @@ class SensorCreate(BaseModel):
 
     name: str = Name
     uuid: UUID | None = Field(default=None, description="Generated when absent.")
-    type: str | None = Field(default=None, max_length=100)
-    unit: str | None = Field(default=None, max_length=50)
-    location: str | None = Field(default=None, max_length=200)
+    type: str | None = Field(default=None, max_length=100, pattern=TEXT_PATTERN)
+    unit: str | None = Field(default=None, max_length=50, pattern=TEXT_PATTERN)
+    location: str | None = Field(default=None, max_length=200, pattern=TEXT_PATTERN)
     active: bool = True
 
 
@@ -50,9 +53,9 @@ class SensorPatch(BaseModel):
     name: str | None = Field(
         default=None, min_length=1, max_length=200, pattern=NAME_PATTERN, description="Rename."
     )
-    type: str | None = Field(default=None, max_length=100)
-    unit: str | None = Field(default=None, max_length=50)
-    location: str | None = Field(default=None, max_length=200)
+    type: str | None = Field(default=None, max_length=100, pattern=TEXT_PATTERN)
+    unit: str | None = Field(default=None, max_length=50, pattern=TEXT_PATTERN)
+    location: str | None = Field(default=None, max_length=200, pattern=TEXT_PATTERN)
     active: bool | None = None
 
 
