@@ -135,6 +135,16 @@ def register_error_handlers(app: FastAPI) -> None:
             422,
         )
 
+    async def unstorable_text(_: Request, exc: Exception) -> JSONResponse:
+        # PostgreSQL text cannot hold NUL, whichever request text (query, path, body) it
+        # came from: one rule here instead of a check on every string of every route.
+        return _body(
+            InvalidInput.error,
+            "a text parameter holds a NUL (\\x00) character, which no sensor name, "
+            "cursor or other text stored here can contain",
+            422,
+        )
+
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return _body(AppError.error, "internal server error; see the service log", 500)
@@ -143,4 +153,5 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(asyncpg.QueryCanceledError, statement_timeout)
+    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, unstorable_text)
     app.add_exception_handler(Exception, unexpected_error)

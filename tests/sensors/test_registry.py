@@ -124,6 +124,8 @@ async def test_taken_names_and_uuids_get_409(ingest: IngestEnvironment) -> None:
         {"name": " padded"},
         {"name": "tab\there"},
         {"name": "x" * 201},
+        {"name": "hall/1"},  # GET /sensors/{name} could not address it
+        {"name": "ok", "location": "nul\x00"},
         {"name": "ok", "uuid": "not-a-uuid"},
         {"name": "ok", "colour": "red"},
         {"name": "ok", "active": "sometimes"},
@@ -247,3 +249,11 @@ async def test_the_mapping_adds_sensors_and_never_erases_metadata(
     pump = (await ingest.client.get("/sensors/pump-1")).json()
     assert (pump["unit"], pump["location"]) == ("bar", "hall 1")
     assert (await ingest.client.get("/sensors/fan")).json()["uuid"] == str(new)
+
+
+async def test_a_non_ascii_name_gets_a_percent_encoded_location(ingest: IngestEnvironment) -> None:
+    created = await ingest.client.post("/sensors", json={"name": "Kessel Süd 🔥"})
+    assert created.status_code == 201, created.text
+    assert created.headers["Location"] == "/sensors/Kessel%20S%C3%BCd%20%F0%9F%94%A5"
+    fetched = await ingest.client.get(created.headers["Location"])
+    assert fetched.json()["name"] == "Kessel Süd 🔥"
