@@ -29,7 +29,14 @@ if __package__ in (None, ""):
 
 from app.core.migrations import Database
 from app.devdata import PRESET_ROWS, DatasetSpec, generate_dataset
-from bench.stack import RssSampler, drop_databases, fresh_database, service_stack, wait_for_job
+from bench.stack import (
+    RssSampler,
+    drop_databases,
+    fresh_database,
+    job_seconds,
+    service_stack,
+    wait_for_job,
+)
 
 
 def psql(url: str, command: str) -> float:
@@ -67,9 +74,7 @@ async def run(args: argparse.Namespace) -> None:
                 psql(url, f"\\copy ({select}) TO '{csv_file}' CSV")
                 psql(url, f"\\copy ({select}) TO '{binary_file}' (FORMAT binary)")
         mb = manifest.bytes_written / 1e6
-        seconds = (
-            datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
-        ).total_seconds()
+        seconds = job_seconds(job)
         service_rate = job["rows_read"] / seconds
         print()
         print(

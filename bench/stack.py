@@ -9,9 +9,11 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import psutil
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.core.config import REPOSITORY_ROOT, Settings
+from app.core.config import REPOSITORY_ROOT, ApiKey, ApiScope, Settings
 from app.core.migrations import Database, apply_migrations
 from app.core.security import API_KEY_HEADER
 from app.devdata import Manifest
@@ -44,6 +46,7 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.peak = 0
         self.samples: list[int] = []
+        self.times: list[float] = []  # time.perf_counter() of each sample
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -52,6 +55,7 @@ class RssSampler:
                 rss = sum(p.memory_info().rss for p in processes)
             except psutil.NoSuchProcess:
                 return
+            self.times.append(time.perf_counter())
             self.samples.append(rss)
             self.peak = max(self.peak, rss)
 
@@ -83,6 +87,14 @@ async def drop_databases(names: list[str]) -> None:
     await admin.close()
 
 
+def own_key(settings: Settings) -> str:
+    """The first configured key with both scopes: the stack's client reads and writes."""
+    for key in settings.api_keys:
+        if key.scopes == frozenset(ApiScope):
+            return key.secret.get_secret_value()
+    raise ValueError("API_KEYS needs a bare key (both scopes) for the stack's own client")
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -91,8 +103,8 @@ class Service:
 
     @property
     def headers(self) -> dict[str, str]:
-        """What every request to the service sends: the bench's API key (both scopes)."""
-        return {API_KEY_HEADER: self.settings.api_keys[0].secret.get_secret_value()}
+        """What every request to the service may send: the stack's key (both scopes)."""
+        return {API_KEY_HEADER: own_key(self.settings)}
 
 
 async def wait_for_job(
@@ -114,11 +126,25 @@ async def wait_for_job(
         await asyncio.sleep(0.5)
 
 
+def job_seconds(job: dict[str, Any]) -> float:
+    """Running time of a finished job, from its own timestamps."""
+    started = datetime.fromisoformat(job["started_at"])
+    return (datetime.fromisoformat(job["finished_at"]) - started).total_seconds()
+
+
 @asynccontextmanager
 async def service_stack(
-    manifest: Manifest, work: Path, run_id: str, environment: dict[str, str] | None = None
+    manifest: Manifest,
+    work: Path,
+    run_id: str,
+    environment: dict[str, str] | None = None,
+    api_keys: tuple[ApiKey, ...] = (),
 ) -> AsyncIterator[Service]:
-    """Throwaway databases, a SeaweedFS holding the dataset, and the service on them."""
+    """Throwaway databases, a SeaweedFS holding the dataset, and the service on them.
+
+    `api_keys` become the service's `API_KEYS` (default: one generated key); they must
+    include a bare key (both scopes), which the stack's own client sends to load the
+    mapping and poll jobs, as do the benches through `Service.headers`."""
     names = [f"bench_{run_id}_meta", f"bench_{run_id}_ts"]
     metadata_url = await fresh_database(names[0], Database.METADATA)
     timeseries_url = await fresh_database(names[1], Database.TIMESERIES)
@@ -134,8 +160,9 @@ async def service_stack(
                 s3_access_key_id=s3server.access_key,
                 s3_secret_access_key=s3server.secret_key,
                 s3_bucket="bench-data",
-                api_keys=f"bench@{secrets.token_urlsafe(16)}",
+                api_keys=api_keys or f"bench@{secrets.token_urlsafe(16)}",
             )
+            headers = {API_KEY_HEADER: own_key(settings)}
             async with AsyncExitStack() as stack:
                 s3 = await open_s3_client(settings, stack)
                 await ensure_bucket(s3, settings.s3_bucket)
@@ -161,12 +188,11 @@ async def service_stack(
                 )
             try:
                 limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-                api_key = settings.api_keys[0].secret.get_secret_value()
                 async with httpx.AsyncClient(
                     base_url=f"http://127.0.0.1:{port}",
                     timeout=120,
                     limits=limits,
-                    headers={API_KEY_HEADER: api_key},
+                    headers=headers,
                 ) as client:
                     for _ in range(600):
                         try:
