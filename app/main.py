@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if not settings.api_keys:
+        logging.getLogger(__name__).warning(
+            "API_KEYS is empty: reads need no key and every write is refused (403)"
+        )
     # Swagger UI and ReDoc assets are served by the service itself, not from a CDN, so the
     # docs work on isolated networks too.
     app = FastAPIOffline(
