@@ -83,7 +83,13 @@ async def assert_sensor_stats_match_readings(timeseries_url: str) -> None:
 
 
 class ServerProcess:
-    def __init__(self, settings: Settings, port: int, log: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        port: int,
+        log: Path,
+        environment: dict[str, str] | None = None,
+    ) -> None:
         self._command = [
             sys.executable,
             "-m",
@@ -98,6 +104,7 @@ class ServerProcess:
             **os.environ,
             "PYTHONPATH": str(REPOSITORY_ROOT),
             **settings.to_environment(),
+            **(environment or {}),
         }
         self._log = log
         self.base_url = f"http://127.0.0.1:{port}"
@@ -125,6 +132,17 @@ class ServerProcess:
         return httpx.AsyncClient(
             base_url=self.base_url, timeout=30, headers={API_KEY_HEADER: api_key}
         )
+
+    async def exited(self, limit_seconds: float = 30.0) -> int:
+        """Wait for the process to end and return its exit status, without blocking the
+        event loop (a proxy the server talks to may run on it)."""
+        assert self.process is not None
+        deadline = time.monotonic() + limit_seconds
+        while (returncode := self.process.poll()) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server still running after {limit_seconds}s")
+            await asyncio.sleep(0.05)
+        return returncode
 
     def kill(self) -> None:
         assert self.process is not None

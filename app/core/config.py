@@ -133,6 +133,50 @@ class Settings(BaseSettings):
         default=2, ge=1, le=16, description="Objects loaded in parallel, one connection each."
     )
 
+    # Faults. A stalled store must not hang a job: every S3 read has a deadline, and an
+    # object whose transfer fails is restarted a bounded number of times.
+    s3_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait for a connection to the object store."
+    )
+    s3_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait for the next bytes of an S3 response, body included.",
+    )
+    s3_request_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=20,
+        description="Attempts of one S3 request by the client, the first included (botocore "
+        "standard retries); they cover errors before a response body, not while it streams.",
+    )
+    ingest_object_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Attempts to load one object when the object store fails, also while "
+        "it streams; each attempt starts the object again in a new transaction.",
+    )
+    ingest_retry_backoff_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Wait before the second attempt of an object; it doubles for each "
+        "further attempt, plus up to as much random jitter.",
+    )
+    job_shutdown_grace_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="On shutdown, how long running jobs get to stop at a batch boundary "
+        "before they are interrupted.",
+    )
+    job_record_retry_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a finishing job keeps retrying to record its end while the "
+        "metadata database is unreachable.",
+    )
+
     live_write_max_bytes: int = Field(
         default=16 << 20,
         ge=1024,

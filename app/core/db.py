@@ -33,6 +33,21 @@ TRANSIENT_CONNECT_ERRORS = (
     TimeoutError,
 )
 
+# What a database restart, a failover or a terminated backend looks like to asyncpg, as
+# opposed to an error of the SQL itself: the connection broke mid-command
+# (ConnectionDoesNotExistError), was refused or reset (OSError), the server is shutting
+# down or starting, or the connection is already known to be closed. The last one is an
+# InterfaceError: asyncpg raises it for any later use, e.g. the ROLLBACK that ends a
+# transaction whose backend was killed.
+CONNECTION_LOST_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+
 
 def _dump_json(value: Any) -> str:
     return orjson.dumps(value).decode()

@@ -89,10 +89,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         stack.push_async_callback(analysis.close)
         if settings.analysis_prewarm:
             analysis.prewarm()
-        jobs = JobSupervisor(pools[0], settings.metadata_database_url)
+        jobs = JobSupervisor(
+            pools[0],
+            settings.metadata_database_url,
+            record_retry_seconds=settings.job_record_retry_seconds,
+        )
         await jobs.recover_abandoned()
         # Runs before the pools close: jobs stop at a batch boundary and are recorded.
-        stack.push_async_callback(jobs.shutdown)
+        stack.push_async_callback(jobs.shutdown, settings.job_shutdown_grace_seconds)
         yield Resources(
             settings,
             metadata_pool=pools[0],

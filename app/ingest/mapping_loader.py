@@ -3,7 +3,8 @@
 The file is streamed into a staging table with COPY, then merged in one transaction. A name
 with two uuids, or a uuid with two names (in the file, or against the registry), is a
 conflict: reported, never written. Pairs already registered are left alone, so a re-run
-is a no-op.
+is a no-op. When the object store fails, the transaction is rolled back and the file read
+again from its start (INGEST_OBJECT_ATTEMPTS in all), as for a timeseries object.
 """
 
 from __future__ import annotations
@@ -12,14 +13,20 @@ import csv
 import io
 import tempfile
 import uuid
+from dataclasses import dataclass
 
 from app.core.lifespan import Resources
 from app.ingest import repository
 from app.ingest.parsing import CsvLayout, FileRejected, LineBlocks, detect_layout
-from app.ingest.timeseries_loader import REJECTED_PREFIX, object_line_blocks
+from app.ingest.timeseries_loader import (
+    REJECTED_PREFIX,
+    object_line_blocks,
+    storage_failure,
+    with_storage_retries,
+)
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobContext
-from app.storage.s3 import head_object
+from app.storage.s3 import ObjectInfo, StorageError, head_object
 
 REQUIRED_COLUMNS = ("sensor_name", "sensor_uuid")
 
@@ -58,7 +65,39 @@ def parse_mapping_block(
     return accepted, rejected
 
 
+@dataclass
+class MappingMerge:
+    info: ObjectInfo
+    inserted: int
+    unchanged: int
+    conflicts: int
+    rejected: list[tuple[int, str, str]]
+
+
 async def load_mapping(context: JobContext, resources: Resources) -> None:
+    settings = resources.settings
+    key = settings.mapping_key
+    try:
+        merge = await with_storage_retries(
+            settings, key, lambda: _merge_mapping(context, resources)
+        )
+    except StorageError as error:
+        raise JobAborted(f"{key} not loaded: {storage_failure(error, settings)}") from None
+
+    rejected = sorted(merge.rejected)
+    counters = context.counters
+    counters.rows_inserted, counters.rows_duplicate = merge.inserted, merge.unchanged
+    counters.rows_rejected = len(rejected)
+    counters.objects_done, counters.bytes_done = 1, merge.info.size
+    context.result = {"sensors_added": merge.inserted, "conflicts": merge.conflicts}
+    for line_number, reason, _ in rejected:
+        context.report_error(JobError(object_key=key, line_number=line_number, reason=reason))
+    if rejected:
+        context.rejected_rows_key = await _upload_rejections(resources, context, key, rejected)
+
+
+async def _merge_mapping(context: JobContext, resources: Resources) -> MappingMerge:
+    """One attempt: read the whole file into staging and merge it, in one transaction."""
     settings = resources.settings
     key = settings.mapping_key
     info = await head_object(resources.s3, settings.s3_bucket, key)
@@ -66,6 +105,7 @@ async def load_mapping(context: JobContext, resources: Resources) -> None:
         raise JobAborted(f"s3://{settings.s3_bucket}/{key} does not exist")
     counters = context.counters
     counters.objects_total, counters.bytes_total = 1, info.size
+    counters.rows_read = 0  # counted again by each attempt
     rejected: list[tuple[int, str, str]] = []
 
     async with resources.metadata_pool.acquire() as connection, connection.transaction():
@@ -92,16 +132,7 @@ async def load_mapping(context: JobContext, resources: Resources) -> None:
         inserted, unchanged = await repository.merge_mapping(
             connection, [row["line_number"] for row in conflicts]
         )
-
-    rejected.sort()
-    counters.rows_inserted, counters.rows_duplicate = inserted, unchanged
-    counters.rows_rejected = len(rejected)
-    counters.objects_done, counters.bytes_done = 1, info.size
-    context.result = {"sensors_added": inserted, "conflicts": len(conflicts)}
-    for line_number, reason, _ in rejected:
-        context.report_error(JobError(object_key=key, line_number=line_number, reason=reason))
-    if rejected:
-        context.rejected_rows_key = await _upload_rejections(resources, context, key, rejected)
+    return MappingMerge(info, inserted, unchanged, len(conflicts), rejected)
 
 
 async def _upload_rejections(

@@ -7,6 +7,13 @@ Exactly-once comes from two things:
 * (sensor_uuid, ts) is the primary key: a pair that is already stored is never written
   again (the stored value wins) and is counted as a duplicate.
 
+Faults: when the object store fails, also mid-object (a reset, a stalled body), the
+object is rolled back and loaded again from its first byte, up to INGEST_OBJECT_ATTEMPTS
+times with exponential backoff; then it is reported on the job, which goes on with the
+others unless the store no longer answers at all. A lost database connection ends the job
+failed: its object in flight is rolled back and the next job resumes after the committed
+ones.
+
 Speed: blocks of ~8 MB are parsed into PostgreSQL's binary COPY format off the event loop
 (vectorised, no Python loop per row), and several objects are loaded at once, so parsing
 one overlaps with the COPY of another on the second core. A block is COPYed straight into
@@ -17,18 +24,27 @@ slower stage-and-merge path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from app.core.db import Connection
+from app.core.config import Settings
+from app.core.db import CONNECTION_LOST_ERRORS, Connection
 from app.core.lifespan import Resources
 from app.ingest import repository
 from app.ingest.parsing import (
@@ -45,15 +61,66 @@ from app.ingest.schemas import TimeseriesIngestRequest
 from app.jobs.repository import MAX_REPORTED_ERRORS
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobCancelled, JobContext
-from app.storage.s3 import ObjectInfo, S3Client, list_objects, stream_object
+from app.storage.s3 import (
+    ObjectInfo,
+    S3Client,
+    StorageError,
+    StorageUnavailable,
+    check_bucket,
+    list_objects,
+    stream_object,
+)
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REQUIRED_COLUMNS = ("timestamp", "sensor_uuid", "sensor_value")
 DATA_SUFFIXES = (".csv", ".csv.gz")
 REJECTED_PREFIX = "rejected/"
 # An object that keeps needing partitions it cannot create mid-transaction is a bug.
 MAX_PARTITION_RETRIES = 5
+# The backoff doubles per attempt; beyond this, waiting longer only delays the report.
+MAX_RETRY_WAIT_SECONDS = 60.0
+
+
+async def with_storage_retries(
+    settings: Settings, what: str, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `attempt` again while the object store fails transiently, with exponential
+    backoff and jitter, INGEST_OBJECT_ATTEMPTS times in all; then raise the last error.
+    `attempt` must start from scratch: a transaction it opened has been rolled back."""
+
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "%s: attempt %d of %d failed (%s); retrying",
+            what,
+            state.attempt_number,
+            settings.ingest_object_attempts,
+            error,
+        )
+
+    backoff = settings.ingest_retry_backoff_seconds
+    async for retry in AsyncRetrying(
+        stop=stop_after_attempt(settings.ingest_object_attempts),
+        wait=wait_exponential_jitter(
+            multiplier=backoff, max=MAX_RETRY_WAIT_SECONDS, jitter=backoff
+        ),
+        retry=retry_if_exception_type(StorageUnavailable),
+        before_sleep=log_retry,
+        reraise=True,
+    ):
+        with retry:
+            return await attempt()
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def storage_failure(error: StorageError, settings: Settings) -> str:
+    """The error and how often it was tried, for the reasons a job reports."""
+    if isinstance(error, StorageUnavailable):
+        attempts = settings.ingest_object_attempts
+        return f"{error} (tried {attempts} time{'s' if attempts > 1 else ''})"
+    return f"{error} (not retried: it cannot succeed)"
 
 
 class _NeedPartitions(Exception):
@@ -119,11 +186,14 @@ async def object_line_blocks(
     loop = asyncio.get_running_loop()
     # wbits 47: accept gzip and zlib headers, as gzip(1) and Python's gzip write them.
     decompressor = zlib.decompressobj(47) if key.lower().endswith(".gz") else None
-    async for chunk in stream_object(s3, bucket, key):
-        if decompressor is not None:
-            chunk = await loop.run_in_executor(None, decompressor.decompress, chunk)
-        for item in lines.feed(chunk):
-            yield item
+    # aclosing: a load that fails on the database side hands the S3 connection back now,
+    # not when the abandoned generator is collected.
+    async with contextlib.aclosing(stream_object(s3, bucket, key)) as chunks:
+        async for chunk in chunks:
+            if decompressor is not None:
+                chunk = await loop.run_in_executor(None, decompressor.decompress, chunk)
+            for item in lines.feed(chunk):
+                yield item
     if decompressor is not None:
         tail = decompressor.flush()
         if not decompressor.eof:
@@ -177,6 +247,7 @@ class TimeseriesLoader:
             "objects_skipped": 0,
             "objects_ignored": 0,
             "files_rejected": 0,
+            "objects_failed": 0,
             "dst_ambiguous_by_order": 0,
             "dst_ambiguous_by_rule": 0,
             "dst_nonexistent_shifted": 0,
@@ -200,13 +271,17 @@ class TimeseriesLoader:
         if not self.known_uuids:
             raise JobAborted("the sensor mapping is empty: run the mapping ingestion first")
 
-        objects, ignored = [], 0
-        async for info in list_objects(self.resources.s3, self.settings.s3_bucket, self.prefix):
-            if is_data_object(info.key):
-                objects.append(info)
-            else:
-                ignored += 1
-        self.result["objects_ignored"] = ignored
+        bucket = self.settings.s3_bucket
+        try:
+            listed = await with_storage_retries(
+                self.settings, f"listing s3://{bucket}/{self.prefix}", self._list_objects
+            )
+        except StorageError as error:
+            raise JobAborted(
+                f"could not list the objects: {storage_failure(error, self.settings)}"
+            ) from None
+        objects = [info for info in listed if is_data_object(info.key)]
+        self.result["objects_ignored"] = len(listed) - len(objects)
         counters = self.context.counters
         counters.objects_total = len(objects)
         counters.bytes_total = sum(o.size for o in objects)
@@ -245,6 +320,10 @@ class TimeseriesLoader:
         finally:
             await keeper_connection.close()
 
+    async def _list_objects(self) -> list[ObjectInfo]:
+        bucket, prefix = self.settings.s3_bucket, self.prefix
+        return [info async for info in list_objects(self.resources.s3, bucket, prefix)]
+
     async def _worker(self, queue: asyncio.Queue[ObjectInfo], keeper: PartitionKeeper) -> None:
         async with self.resources.timeseries_pool.acquire() as connection:
             while not queue.empty() and not self._stopping():
@@ -264,17 +343,57 @@ class TimeseriesLoader:
     async def _load_object_with_retries(
         self, connection: Connection, info: ObjectInfo, keeper: PartitionKeeper
     ) -> None:
+        async def attempt() -> ObjectStats:
+            # A cancel that came during the backoff stops the job instead of a retry.
+            self.context.check_cancelled()
+            return await self._load_object_making_partitions(connection, info, keeper)
+
+        try:
+            stats = await with_storage_retries(self.settings, info.key, attempt)
+        except StorageError as error:
+            await self._report_unreadable(info, error)
+            return
+        except CONNECTION_LOST_ERRORS as error:
+            raise JobAborted(
+                f"lost the timeseries database while loading {info.key} "
+                f"({type(error).__name__}: {error}); that object was rolled back, the objects "
+                "committed before are kept and a new job resumes after them"
+            ) from error
+        self._commit_stats(info, stats)
+
+    async def _load_object_making_partitions(
+        self, connection: Connection, info: ObjectInfo, keeper: PartitionKeeper
+    ) -> ObjectStats:
         for _ in range(MAX_PARTITION_RETRIES):
             try:
-                stats = await self._load_object(connection, info, keeper)
+                return await self._load_object(connection, info, keeper)
             except _NeedPartitions as need:
                 await keeper.ensure(need.lower_us, need.upper_us)
-                continue
-            self._commit_stats(info, stats)
-            return
         raise RuntimeError(
             f"{info.key}: partitions kept missing after {MAX_PARTITION_RETRIES} tries"
         )
+
+    async def _report_unreadable(self, info: ObjectInfo, error: StorageError) -> None:
+        """The object stays out of the ledger, so the next job tries it again. The job goes
+        on with the other objects, unless the store has stopped answering altogether: then
+        each of them would only fail the same way, slowly."""
+        failure = storage_failure(error, self.settings)
+        self.result["objects_failed"] += 1
+        self.context.report_error(
+            JobError(
+                object_key=info.key,
+                line_number=None,
+                reason=f"not loaded: {failure}; a new job tries it again",
+            )
+        )
+        if isinstance(error, StorageUnavailable):
+            try:
+                await check_bucket(self.resources.s3, self.settings.s3_bucket)
+            except StorageError as unreachable:
+                raise JobAborted(
+                    f"the object store stopped answering: {unreachable}; {info.key} was not "
+                    f"loaded: {failure}; a new job resumes after the committed objects"
+                ) from None
 
     async def _load_object(
         self, connection: Connection, info: ObjectInfo, keeper: PartitionKeeper

@@ -3,7 +3,8 @@ to the job row, cooperative cancellation at batch boundaries, recovery after a c
 
 The guard is a PostgreSQL advisory lock held on a dedicated connection for the whole job.
 PostgreSQL releases it the moment the owning process dies, so a lock we can take means no
-live process is running that kind of job: any job still marked running is abandoned.
+live process is running that kind of job: any job still marked running is abandoned. It
+also goes when that connection does (a database restart), so the job then stops, failed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
+from app.core.db import CONNECTION_LOST_ERRORS
 from app.jobs import repository
 from app.jobs.exceptions import JobAlreadyFinished, JobAlreadyRunning, JobNotFound
 from app.jobs.repository import MAX_REPORTED_ERRORS, JobCounters
@@ -35,6 +44,11 @@ LOCK_KEYS = {
     JobKind.ANOMALY_SCAN: 7_402_113_103,
 }
 ABANDONED_REASON = "the process running this job stopped before it finished"
+SHUTDOWN_REASON = "the service shut down"
+LEASE_LOST_REASON = (
+    "lost the metadata database connection that holds this job's lock (a database restart?); "
+    "stopped at a batch boundary: what was committed is kept and a new job resumes after it"
+)
 
 
 class JobCancelled(Exception):
@@ -59,6 +73,7 @@ class JobContext:
     error_count: int = 0
     saved_errors: int = 0
     cancel_reason: str | None = None
+    abort_reason: str | None = None
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
 
     def report_error(self, error: JobError) -> None:
@@ -71,8 +86,16 @@ class JobContext:
             self.cancel_reason = reason
         self.cancel_event.set()
 
+    def request_abort(self, reason: str) -> None:
+        """Like a cancel, but the job ends failed: it cannot go on, nobody asked it to stop."""
+        if self.cancel_reason is None and self.abort_reason is None:
+            self.abort_reason = reason
+        self.cancel_event.set()
+
     def check_cancelled(self) -> None:
         if self.cancel_event.is_set():
+            if self.abort_reason is not None:
+                raise JobAborted(self.abort_reason)
             raise JobCancelled(self.cancel_reason or "cancelled")
 
 
@@ -85,6 +108,7 @@ class JobLease:
     def __init__(self, connection: asyncpg.Connection, key: int) -> None:
         self._connection = connection
         self._key = key
+        self._released = False
 
     @classmethod
     async def try_acquire(cls, dsn: str, kind: JobKind) -> JobLease | None:
@@ -95,7 +119,17 @@ class JobLease:
         await connection.close()
         return None
 
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback` if the connection, and with it the lock, goes while held."""
+
+        def lost(_: object) -> None:
+            if not self._released:
+                callback()
+
+        self._connection.add_termination_listener(lost)
+
     async def release(self) -> None:
+        self._released = True
         with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
             await self._connection.execute("SELECT pg_advisory_unlock($1)", self._key)
         await self._connection.close()
@@ -109,11 +143,16 @@ class JobSupervisor:
     """Starts jobs as asyncio tasks of this process and keeps them until they finish."""
 
     def __init__(
-        self, metadata_pool: asyncpg.Pool, metadata_dsn: str, progress_interval: float = 0.5
+        self,
+        metadata_pool: asyncpg.Pool,
+        metadata_dsn: str,
+        progress_interval: float = 0.5,
+        record_retry_seconds: float = 60.0,
     ) -> None:
         self._pool = metadata_pool
         self._dsn = metadata_dsn
         self._progress_interval = progress_interval
+        self._record_retry_seconds = record_retry_seconds
         self._running: dict[UUID, tuple[asyncio.Task[None], JobContext]] = {}
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -137,6 +176,9 @@ class JobSupervisor:
         if abandoned:
             logger.warning("marked abandoned %s jobs failed: %s", kind, abandoned)
         context = JobContext(job_id=job_id, kind=kind, params=params)
+        # Without its lock the job is no longer alone: another replica may start the same
+        # kind and would take this one for abandoned.
+        lease.on_lost(lambda: self._lease_lost(context))
         task = asyncio.create_task(self._run(context, lease, work), name=f"job-{job_id}")
         self._running[job_id] = (task, context)
         return job_id
@@ -180,12 +222,18 @@ class JobSupervisor:
             finally:
                 await lease.release()
 
-    async def shutdown(self, grace_seconds: float = 20.0) -> None:
-        """Stop every running job at its next batch boundary and record it as cancelled."""
+    async def shutdown(self, grace_seconds: float = 5.0) -> None:
+        """Stop every running job at its next batch boundary and record it as cancelled;
+        a job still running after `grace_seconds` is interrupted (and recorded so too)."""
         for _, context in self._running.values():
-            context.request_cancel("the service shut down")
+            context.request_cancel(SHUTDOWN_REASON)
         tasks = [task for task, _ in self._running.values()]
         if tasks:
+            logger.info(
+                "shutting down: stopping %d running job(s) at a batch boundary, grace %gs",
+                len(tasks),
+                grace_seconds,
+            )
             _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
             for task in pending:
                 task.cancel()
@@ -212,11 +260,7 @@ class JobSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await reporter
             try:
-                await self._save_progress(context)
-                async with self._pool.acquire() as connection:
-                    await repository.finish_job(
-                        connection, context.job_id, status, reason, context.rejected_rows_key
-                    )
+                await self._record_end(context, status, reason)
             except Exception:
                 logger.exception("could not record the end of job %s", context.job_id)
             finally:
@@ -225,6 +269,37 @@ class JobSupervisor:
         logger.info(
             "job %s (%s) finished: %s %s", context.job_id, context.kind, status, reason or ""
         )
+
+    def _lease_lost(self, context: JobContext) -> None:
+        logger.warning("job %s lost its lock connection; stopping it", context.job_id)
+        context.request_abort(LEASE_LOST_REASON)
+
+    async def _record_end(self, context: JobContext, status: JobStatus, reason: str | None) -> None:
+        """Final counters and status. The job may have ended *because* the database went
+        away, so this reconnects and retries until it is back (within a bound)."""
+
+        def log_retry(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "could not record the end of job %s (%s: %s); retrying",
+                context.job_id,
+                type(error).__name__,
+                error,
+            )
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(self._record_retry_seconds),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
+            retry=retry_if_exception_type(CONNECTION_LOST_ERRORS),
+            before_sleep=log_retry,
+            reraise=True,
+        ):
+            with attempt:
+                await self._save_progress(context)
+                async with self._pool.acquire() as connection:
+                    await repository.finish_job(
+                        connection, context.job_id, status, reason, context.rejected_rows_key
+                    )
 
     async def _save_progress(self, context: JobContext) -> None:
         new_errors = context.errors[context.saved_errors :]

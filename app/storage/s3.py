@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aioboto3
+import aiohttp
+import botocore.exceptions
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,16 +22,55 @@ else:
 
 
 class StorageError(RuntimeError):
-    pass
+    """An S3 request failed; the message names the request and why."""
 
 
-def client_config() -> AioConfig:
+class StorageUnavailable(StorageError):
+    """The store or the network failed (refused, reset, timed out, 5xx, throttled): the
+    same request may well succeed a little later."""
+
+
+# How a failing network or store shows up, as opposed to a request that can never succeed
+# (no such key, access denied). aiobotocore wraps most transport errors in botocore's, but
+# lets aiohttp's ClientPayloadError (a body cut short) through as it is.
+_TRANSIENT_ERRORS = (
+    botocore.exceptions.HTTPClientError,  # closed or reset connection, read timeout, body
+    botocore.exceptions.ConnectionError,  # refused, connect timeout, name resolution
+    botocore.exceptions.IncompleteReadError,  # a body shorter than its Content-Length
+    aiohttp.ClientError,
+    OSError,  # TimeoutError included
+)
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "ServiceUnavailable", "SlowDown", "Throttling", "RequestTimeout"}
+)
+
+
+@contextmanager
+def storage_errors(request: str) -> Iterator[None]:
+    """Raise a failure of `request` (e.g. "GET s3://bucket/key") as StorageError, or as
+    StorageUnavailable when trying again may help."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "unknown")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        kind = StorageUnavailable if status >= 500 or code in _TRANSIENT_CODES else StorageError
+        raise kind(f"{request}: {code} {error.get('Message', '')}".rstrip()) from exc
+    except _TRANSIENT_ERRORS as exc:
+        raise StorageUnavailable(f"{request}: {type(exc).__name__}: {exc}") from exc
+
+
+def client_config(settings: Settings) -> AioConfig:
     return AioConfig(
         # MinIO and SeaweedFS serve buckets by path, not by virtual host name.
         s3={"addressing_style": "path"},
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
+        # total_max_attempts counts the first attempt; botocore's max_attempts does not.
+        retries={"total_max_attempts": settings.s3_request_attempts, "mode": "standard"},
+        connect_timeout=settings.s3_connect_timeout_seconds,
+        # aiohttp applies it to every read of the socket, so it also bounds a body that
+        # stops arriving mid-object.
+        read_timeout=settings.s3_read_timeout_seconds,
         max_pool_connections=32,
     )
 
@@ -49,7 +90,7 @@ async def open_s3_client(settings: Settings, stack: AsyncExitStack) -> S3Client:
             if settings.s3_secret_access_key
             else None
         ),
-        config=client_config(),
+        config=client_config(settings),
     )
     return await stack.enter_async_context(client)
 
@@ -87,31 +128,47 @@ class ObjectInfo:
 
 async def list_objects(client: S3Client, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
     """Every object under `prefix`, recursively, following continuation tokens past the
-    1,000-key pages."""
+    1,000-key pages. Raises StorageError."""
     paginator = client.get_paginator("list_objects_v2")
-    async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    pages = paginator.paginate(Bucket=bucket, Prefix=prefix).__aiter__()
+    while True:
+        with storage_errors(f"LIST s3://{bucket}/{prefix}"):
+            try:
+                page = await anext(pages)
+            except StopAsyncIteration:
+                return
         for item in page.get("Contents", []):
             yield ObjectInfo(key=item["Key"], etag=item["ETag"].strip('"'), size=item["Size"])
 
 
 async def head_object(client: S3Client, bucket: str, key: str) -> ObjectInfo | None:
-    try:
-        head = await client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-            return None
-        raise
+    """The object's ETag and size, None if it does not exist. Raises StorageError."""
+    with storage_errors(f"HEAD s3://{bucket}/{key}"):
+        try:
+            head = await client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
     return ObjectInfo(key=key, etag=head["ETag"].strip('"'), size=head["ContentLength"])
 
 
 async def stream_object(
     client: S3Client, bucket: str, key: str, chunk_bytes: int = 1 << 20
-) -> AsyncIterator[bytes]:
-    """The object's bytes in chunks, never the whole object in memory."""
-    response = await client.get_object(Bucket=bucket, Key=key)
+) -> AsyncGenerator[bytes, None]:
+    """The object's bytes in chunks, never the whole object in memory. Raises
+    StorageError, also when the body breaks off or stalls midway: the client's retries
+    only cover the request, so the caller decides whether to start the object again."""
+    request = f"GET s3://{bucket}/{key}"
+    with storage_errors(request):
+        response = await client.get_object(Bucket=bucket, Key=key)
     body = response["Body"]
     try:
-        async for chunk in body.iter_chunks(chunk_bytes):
+        while True:
+            with storage_errors(request):
+                chunk = await body.read(chunk_bytes)
+            if not chunk:
+                return
             yield chunk
     finally:
         body.close()
