@@ -275,9 +275,14 @@ class FleetScan:
             queue.put_nowait(sensor)
         # One more worker than scan slots: one fetch is always ahead of the analyses.
         workers = self._resources.analysis.workers
-        async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, workers - 1) + 1):
-                group.create_task(self._drain(queue))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(max(1, workers - 1) + 1):
+                    group.create_task(self._drain(queue))
+        except* Exception as errors:
+            # The first reason the scan stopped (a cancel, a shutdown, a lost lock) is the
+            # job's, not a group of it: the other workers only stopped because of it.
+            raise errors.exceptions[0] from None
         self._context.result = self._summary()
 
     async def _sensors(self) -> list[tuple[str, UUID]]:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.anomalies.conftest import POINTS
 from tests.conftest import IngestEnvironment
-from tests.helpers import run_job
+from tests.helpers import run_job, wait_for_job
 
 SCANS = "/anomalies/scan"
 
@@ -110,3 +110,18 @@ async def test_scans_and_ingestion_jobs_are_separate_resources(
     assert unknown.status_code == 404
     finished = await sensors.client.delete(f"{SCANS}/{job['id']}")
     assert finished.status_code == 409
+
+
+async def test_a_cancelled_scan_is_recorded_cancelled_with_its_reason(
+    sensors: IngestEnvironment,
+) -> None:
+    started = await sensors.client.post(SCANS, json={})
+    assert started.status_code == 202
+    job_id = started.json()["id"]
+    # The first analysis waits for the analysis processes to start (no prewarm in tests),
+    # so the cancel lands while the scan runs.
+    cancelled = await sensors.client.delete(f"{SCANS}/{job_id}")
+    assert cancelled.status_code == 202, cancelled.text
+    job = await wait_for_job(sensors.client, job_id, jobs_path=SCANS)
+    assert job["status"] == "cancelled", job
+    assert job["failure_reason"] == "cancelled by request"
