@@ -2,7 +2,8 @@
 and live writes from concurrent clients while a timeseries ingestion runs, against the same
 mix with no ingestion, in the same run on the same machine.
 
-    python bench/load.py                                  # 16 clients, two 60 s windows
+    python bench/load.py                                  # 100 requests/s, two 60 s windows
+    python bench/load.py --rate 0 --clients 16            # closed loop: the machine saturated
     python bench/load.py --seconds 20 --rows 2000000      # quicker
     python bench/load.py --mix readings=80,aggregate=8,anomalies=2,stream=5,write=5
 
@@ -16,7 +17,9 @@ margin covers a machine that was busier during the base ingestion than during th
 Should the job still finish before the window ends, the run says it is not valid; pass a
 larger --later-rows.
 
-Load. --clients closed-loop aiohttp clients pick a request by --mix weights: a one-day JSON
+Load. Requests go out at --rate per second on a fixed schedule over at most --clients
+connections (open loop: latency counts from when a request was due), or, with --rate 0,
+from --clients closed-loop clients. Each request is picked by --mix weights: a one-day JSON
 page of a random sensor (readings), an hourly month of count/min/max/avg/median (aggregate),
 GET /anomalies over a month (anomalies), a week streamed as CSV (stream), a POST /readings of
 --write-rows new readings after both batches (write). Reads stay within the base dataset.
@@ -248,24 +251,44 @@ async def run_window(
     seconds: float,
     job_id: str | None = None,
 ) -> Window:
-    """The mix from --clients clients for `seconds`, with RSS and CPU measured and, given a
-    job, its progress polled. In-flight requests finish after the deadline and count."""
+    """The mix for `seconds`, with RSS and CPU measured and, given a job, its progress
+    polled. In-flight requests finish after the deadline and count.
+
+    With --rate (the default), requests are sent on a fixed schedule whatever the answers
+    take (open loop), over at most --clients connections, and each latency counts from
+    when the request was due, so a stall delays the requests behind it and shows in their
+    latencies too. With --rate 0, --clients clients each send their next request when the
+    last is answered (closed loop): that measures the machine saturated, and its latency
+    is mostly the queue that --clients itself makes."""
     kinds = [kind for kind in KINDS if args.mix.get(kind, 0) > 0]
     weights = [args.mix[kind] for kind in kinds]
     began = time.perf_counter()
     deadline = began + seconds
 
+    async def timed(
+        session: aiohttp.ClientSession, kind: str, rng: random.Random, due: float
+    ) -> None:
+        try:
+            error = await issue(session, workload, kind, rng)
+        except Exception as exc:  # every failure is a result here, not a crash
+            error = (type(exc).__name__, str(exc))
+        elapsed = time.perf_counter() - due
+        window.outcomes.append(Outcome(kind, due - began, elapsed * 1000, error))
+
     async def client(session: aiohttp.ClientSession, number: int) -> None:
         rng = random.Random(f"{window.label}-{number}")
         while time.perf_counter() < deadline:
+            await timed(session, rng.choices(kinds, weights)[0], rng, time.perf_counter())
+
+    async def schedule(session: aiohttp.ClientSession) -> None:
+        rng = random.Random(f"{window.label}-schedule")
+        sent: list[asyncio.Task[None]] = []
+        while (due := began + len(sent) / args.rate) < deadline:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             kind = rng.choices(kinds, weights)[0]
-            started = time.perf_counter()
-            try:
-                error = await issue(session, workload, kind, rng)
-            except Exception as exc:  # every failure is a result here, not a crash
-                error = (type(exc).__name__, str(exc))
-            elapsed = time.perf_counter() - started
-            window.outcomes.append(Outcome(kind, started - began, elapsed * 1000, error))
+            request_rng = random.Random(f"{window.label}-{len(sent)}")
+            sent.append(asyncio.create_task(timed(session, kind, request_rng, due)))
+        await asyncio.gather(*sent)
 
     async def poll(stop: asyncio.Event) -> None:
         while True:
@@ -294,7 +317,10 @@ async def run_window(
         poller = asyncio.create_task(poll(stop)) if job_id else None
         window.rss_by_process.append(rss_by_process(service.process.pid))
         with RssSampler(service.process.pid) as sampler, CpuMeter(groups) as meter:
-            await asyncio.gather(*(client(session, number) for number in range(args.clients)))
+            if args.rate:
+                await schedule(session)
+            else:
+                await asyncio.gather(*(client(session, n) for n in range(args.clients)))
             window.seconds = time.perf_counter() - began
             window.cpu_seconds = meter.stop()
         window.rss_by_process.append(rss_by_process(service.process.pid))
@@ -467,8 +493,12 @@ async def measure(
         write_headers={"X-API-Key": keys["write"]},
     )
     mix = ",".join(f"{kind}={weight}" for kind, weight in args.mix.items())
+    if args.rate:
+        load = f"{args.rate:g} requests/s over at most {args.clients} connections"
+    else:
+        load = f"{args.clients} closed-loop clients"
     print(
-        f"{args.clients} clients, mix {mix}, {args.seconds:g} s windows, write batches of "
+        f"{load}, mix {mix}, {args.seconds:g} s windows, write batches of "
         f"{fleet.ticks * len(fleet.names)} rows, X-API-Key on every request"
     )
     await until_idle(service.process.pid)
@@ -577,7 +607,12 @@ async def run(args: argparse.Namespace) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=window_seconds, default=MAX_SECONDS, help="per window")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="requests/s on a fixed schedule; 0: closed loop"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=16, help="connections (closed loop: clients)"
+    )
     parser.add_argument("--mix", type=parse_mix, default=parse_mix(DEFAULT_MIX))
     parser.add_argument("--rows", type=int, default=5_000_000, help="base dataset")
     parser.add_argument(
