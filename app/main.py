@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
@@ -11,8 +9,12 @@ from app.anomalies.router import router as anomalies_router
 from app.core.config import Settings
 from app.core.errors import register_error_handlers
 from app.core.lifespan import lifespan_for
+from app.core.logs import configure_logging
+from app.core.middleware import observe_requests
 from app.health.router import router as health_router
 from app.ingest.router import router as ingest_router
+from app.metrics.instruments import observe_request
+from app.metrics.router import router as metrics_router
 from app.readings.router import router as readings_router
 from app.sensors.router import router as sensors_router
 
@@ -28,14 +30,14 @@ Sensor readings from an S3 bucket of CSV files, by sensor **name**.
   segment, flagged readings, explained), `GET /anomalies/plot` (PNG), `POST /anomalies/scan`
   (every sensor, as a job) and `GET /anomalies/report` (sensors ranked).
 * Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
+* Operations: `GET /metrics` (Prometheus text format). Every response carries
+  `X-Request-ID` (the caller's, or a new one), which the service's log lines carry too.
 """
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     # Swagger UI and ReDoc assets are served by the service itself, not from a CDN, so the
     # docs work on isolated networks too.
     app = FastAPIOffline(
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sensors_router)
     app.include_router(readings_router)
     app.include_router(anomalies_router)
+    app.include_router(metrics_router)
+    observe_requests(app, observe_request)
     return app
 
 

@@ -19,6 +19,8 @@ from app.ingest.parsing import CsvLayout, FileRejected, LineBlocks, detect_layou
 from app.ingest.timeseries_loader import REJECTED_PREFIX, object_line_blocks
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobContext
+from app.metrics import instruments
+from app.metrics.instruments import IngestSource
 from app.storage.s3 import head_object
 
 REQUIRED_COLUMNS = ("sensor_name", "sensor_uuid")
@@ -93,6 +95,11 @@ async def load_mapping(context: JobContext, resources: Resources) -> None:
             connection, [row["line_number"] for row in conflicts]
         )
 
+    # The merge committed (the transaction above ended without an exception).
+    instruments.count_rows(
+        IngestSource.MAPPING, inserted=inserted, duplicate=unchanged, rejected=len(rejected)
+    )
+    instruments.count_bytes(IngestSource.MAPPING, info.size)
     rejected.sort()
     counters.rows_inserted, counters.rows_duplicate = inserted, unchanged
     counters.rows_rejected = len(rejected)
