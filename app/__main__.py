@@ -199,10 +199,12 @@ def readings(
 
 @cli.command()
 def serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the API with uvicorn (the same as `uvicorn app.main:app`)."""
+    """Serve the API with uvicorn (the same as `uvicorn app.main:app --no-access-log`)."""
     import uvicorn
 
-    uvicorn.run("app.main:app", host=host, port=port)
+    # The app configures logging itself (LOG_FORMAT, LOG_LEVEL) and writes its own access
+    # lines, with the request id; uvicorn's would be a second, differently formatted one.
+    uvicorn.run("app.main:app", host=host, port=port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

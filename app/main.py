@@ -18,9 +18,13 @@ from app.core.errors import (
 )
 from app.core.lifespan import lifespan_for
 from app.core.limits import RequestBodyLimit
+from app.core.logs import configure_logging
+from app.core.middleware import observe_requests
 from app.core.security import authorize
 from app.health.router import router as health_router
 from app.ingest.router import router as ingest_router
+from app.metrics.instruments import observe_request
+from app.metrics.router import router as metrics_router
 from app.readings.router import router as readings_router
 from app.sensors.router import router as sensors_router
 
@@ -36,6 +40,8 @@ Sensor readings from an S3 bucket of CSV files, by sensor **name**.
   segment, flagged readings, explained), `GET /anomalies/plot` (PNG), `POST /anomalies/scan`
   (every sensor, as a job) and `GET /anomalies/report` (sensors ranked).
 * Health: `/healthz` (process up), `/readyz` (databases and bucket reachable).
+* Operations: `GET /metrics` (Prometheus text format). Every response carries
+  `X-Request-ID` (the caller's, or a new one), which the service's log lines carry too.
 
 Every other endpoint needs an `X-API-Key` header holding a key from `API_KEYS` (use
 **Authorize**): `read:` keys may GET, `write:` keys may change data, bare keys may do both.
@@ -44,9 +50,7 @@ Every other endpoint needs an `X-API-Key` header holding a key from `API_KEYS` (
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     if not settings.api_keys:
         logging.getLogger(__name__).warning(
             "API_KEYS is empty: reads need no key and every write is refused (403)"
@@ -63,12 +67,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestBodyLimit, max_bytes=settings.request_max_bytes)
     app.include_router(health_router)
     # Everything but health and the docs needs a key; the scope follows the method.
-    for router in (ingest_router, sensors_router, readings_router, anomalies_router):
+    for router in (
+        ingest_router,
+        sensors_router,
+        readings_router,
+        anomalies_router,
+        metrics_router,
+    ):
         app.include_router(
             router,
             dependencies=[Depends(authorize)],
             responses=error_responses(Unauthorized, Forbidden, InvalidInput),
         )
+    observe_requests(app, observe_request)
     return app
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ import asyncpg
 import httpx
 
 from app.core.config import REPOSITORY_ROOT, Settings
+from app.core.logs import HANDLER_NAME
 from app.core.migrations import Database, apply_migrations
 from app.core.security import API_KEY_HEADER
 
@@ -99,6 +104,8 @@ class ServerProcess:
             str(port),
             "--log-level",
             "warning",
+            # As in the Dockerfile: the app writes its own access lines.
+            "--no-access-log",
         ]
         self._environment = {
             **os.environ,
@@ -156,3 +163,18 @@ class ServerProcess:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+@contextmanager
+def service_log() -> Iterator[io.StringIO]:
+    """What the service's log handler (installed by the last create_app) writes, instead
+    of stderr: the real handler, filter and formatter, into a buffer."""
+    (handler,) = [h for h in logging.getLogger().handlers if h.get_name() == HANDLER_NAME]
+    assert isinstance(handler, logging.StreamHandler)
+    buffer = io.StringIO()
+    previous = handler.setStream(buffer)
+    try:
+        yield buffer
+    finally:
+        if previous is not None:
+            handler.setStream(previous)

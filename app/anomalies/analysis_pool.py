@@ -36,17 +36,29 @@ class AnalysisPool:
         )
         self.workers = workers
         self.timeout_seconds = timeout_seconds
-        self._max_pending = max_pending
+        self.max_pending = max_pending
         self._pending = 0
+        self._in_flight = 0
         self._request_slots = asyncio.Semaphore(workers)
         self.scan_slots = asyncio.Semaphore(max(1, workers - 1))
+
+    @property
+    def pending(self) -> int:
+        """Requests in progress or waiting for a process (at most max_pending)."""
+        return self._pending
+
+    @property
+    def in_flight(self) -> int:
+        """Computations handed to the processes and not finished: running, or queued in
+        the executor (requests and a scan together may queue more than `workers`)."""
+        return self._in_flight
 
     def prewarm(self) -> list[Future[None]]:
         return [self._executor.submit(warm_up) for _ in range(self.workers)]
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """A request's analysis: bounded, and timed out (queueing included)."""
-        if self._pending >= self._max_pending:
+        if self._pending >= self.max_pending:
             raise AnalysisBusy(self._pending)
         self._pending += 1
         try:
@@ -74,10 +86,15 @@ class AnalysisPool:
         except BaseException:
             slots.release()
             raise
+        self._in_flight += 1
+
+        def finished() -> None:
+            self._in_flight -= 1
+            slots.release()
 
         def release(_: Future[T]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
-                loop.call_soon_threadsafe(slots.release)
+                loop.call_soon_threadsafe(finished)
 
         future.add_done_callback(release)
         return await asyncio.wrap_future(future)

@@ -244,6 +244,11 @@ class Settings(BaseSettings):
     )
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object per line, for log pipelines; text: for people "
+        "(`make dev` uses it unless LOG_FORMAT is set).",
+    )
 
     @field_validator("metadata_database_url", "timeseries_database_url")
     @classmethod
@@ -301,6 +306,11 @@ class Settings(BaseSettings):
         if value not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
             raise ValueError(f"unknown log level {value!r}")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @property
     def source_zone(self) -> ZoneInfo:

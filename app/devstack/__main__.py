@@ -153,6 +153,9 @@ def dev(
         overrides: dict[str, object] = {}
         overrides.update(asyncio.run(_prepare_databases(settings, stack)))
         overrides.update(_prepare_object_store(settings, stack))
+        # Text logs for people at a terminal, unless LOG_FORMAT asks otherwise.
+        if "log_format" not in settings.model_fields_set:
+            overrides["log_format"] = "text"
         api_key = None
         if not settings.api_keys:
             api_key = _persistent_secret("api_key")
@@ -167,6 +170,7 @@ def dev(
             f"  API        {base}",
             f"  Swagger UI {base}/docs",
             f"  Readiness  {base}/readyz",
+            f"  Metrics    {base}/metrics",
             f"  S3         {settings.s3_endpoint_url}  bucket {settings.s3_bucket!r}",
             f"  metadata   {settings.describe()['metadata_database_url']}",
             f"  timeseries {settings.describe()['timeseries_database_url']}",
@@ -178,7 +182,8 @@ def dev(
             "",
         ]
         typer.echo("\n".join(lines), err=True)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # The app configures logging itself and writes its own access lines.
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from app.ingest.timeseries_loader import (
 )
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobContext
+from app.metrics import instruments
+from app.metrics.instruments import IngestSource
 from app.storage.s3 import ObjectInfo, StorageError, head_object
 
 REQUIRED_COLUMNS = ("sensor_name", "sensor_uuid")
@@ -84,6 +86,14 @@ async def load_mapping(context: JobContext, resources: Resources) -> None:
     except StorageError as error:
         raise JobAborted(f"{key} not loaded: {storage_failure(error, settings)}") from None
 
+    # The merge committed (its transaction ended without an exception).
+    instruments.count_rows(
+        IngestSource.MAPPING,
+        inserted=merge.inserted,
+        duplicate=merge.unchanged,
+        rejected=len(merge.rejected),
+    )
+    instruments.count_bytes(IngestSource.MAPPING, merge.info.size)
     rejected = sorted(merge.rejected)
     counters = context.counters
     counters.rows_inserted, counters.rows_duplicate = merge.inserted, merge.unchanged

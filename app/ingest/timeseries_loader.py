@@ -61,6 +61,8 @@ from app.ingest.schemas import TimeseriesIngestRequest
 from app.jobs.repository import MAX_REPORTED_ERRORS
 from app.jobs.schemas import JobError
 from app.jobs.service import JobAborted, JobCancelled, JobContext
+from app.metrics import instruments
+from app.metrics.instruments import IngestSource
 from app.storage.s3 import (
     ObjectInfo,
     S3Client,
@@ -575,6 +577,15 @@ class TimeseriesLoader:
         return count
 
     def _commit_stats(self, info: ObjectInfo, stats: ObjectStats) -> None:
+        """Called once the object's transaction committed, so the metrics, like the job's
+        counters, never count rows that were rolled back."""
+        instruments.count_rows(
+            IngestSource.TIMESERIES,
+            inserted=stats.rows_inserted,
+            duplicate=stats.rows_duplicate,
+            rejected=stats.rows_rejected,
+        )
+        instruments.count_bytes(IngestSource.TIMESERIES, info.size)
         counters = self.context.counters
         counters.objects_done += 1
         counters.bytes_done += info.size

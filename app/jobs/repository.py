@@ -192,3 +192,10 @@ async def request_cancel(connection: Connection, job_id: UUID) -> asyncpg.Record
         """,
         job_id,
     )
+
+
+async def count_by_kind_and_status(connection: Connection) -> list[asyncpg.Record]:
+    """(kind, status, jobs) for every pair that has at least one job."""
+    return await connection.fetch(
+        "SELECT kind, status, count(*) AS jobs FROM jobs GROUP BY kind, status"
+    )

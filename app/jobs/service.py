@@ -29,7 +29,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from app.core.db import CONNECTION_LOST_ERRORS
+from app.core.db import CONNECTION_LOST_ERRORS, Connection
+from app.core.logs import job_id_var
 from app.jobs import repository
 from app.jobs.exceptions import JobAlreadyFinished, JobAlreadyRunning, JobNotFound
 from app.jobs.repository import MAX_REPORTED_ERRORS, JobCounters
@@ -240,6 +241,11 @@ class JobSupervisor:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run(self, context: JobContext, lease: JobLease, work: JobWork) -> None:
+        # This task runs in a copy of the starting request's context: from here on, every
+        # record it and the tasks it starts log carries the job id, next to the id of the
+        # request that started the job.
+        job_id_var.set(str(context.job_id))
+        logger.info("job %s (%s) started: %s", context.job_id, context.kind, context.params)
         reporter = asyncio.create_task(self._report_progress(context))
         status, reason = JobStatus.SUCCEEDED, None
         try:
@@ -331,3 +337,14 @@ async def get_job(connection: Any, job_id: UUID) -> Job:
         raise JobNotFound(job_id)
     errors = await repository.fetch_errors(connection, [job_id])
     return job_from_record(record, errors[job_id])
+
+
+async def count_jobs(connection: Connection) -> dict[tuple[str, str], int]:
+    """How many jobs there are of each (kind, status), 0 for pairs without any. A kind or
+    status this version does not know (a newer replica's) is counted under its own name."""
+    counts = dict.fromkeys(
+        ((kind.value, status.value) for kind in JobKind for status in JobStatus), 0
+    )
+    for row in await repository.count_by_kind_and_status(connection):
+        counts[row["kind"], row["status"]] = row["jobs"]
+    return counts

@@ -22,6 +22,7 @@ class NoValidReadings(InvalidBatch):
     """Every reading of the batch was rejected; `context` lists why, as a 200 would."""
 
     def __init__(self, rejected: list[dict[str, int | str]], rejected_count: int) -> None:
+        self.rejected_count = rejected_count
         super().__init__(
             f"none of the {rejected_count} readings is valid; nothing was written",
             context={"rejected": rejected, "rejected_count": rejected_count},

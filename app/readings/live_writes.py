@@ -60,6 +60,8 @@ from app.ingest.parsing import (
     encode_copy_tuples,
 )
 from app.ingest.repository import add_to_sensor_stats, copy_readings, ensure_partitions
+from app.metrics import instruments
+from app.metrics.instruments import IngestSource
 from app.readings import repository
 from app.readings.exceptions import (
     BatchTooLarge,
@@ -803,6 +805,24 @@ async def write_readings(
     settings = resources.settings
     chosen = body_format(content_type)
     raw = await read_body(body, content_length, settings.live_write_max_bytes)
+    instruments.count_bytes(IngestSource.LIVE, len(raw))
+    try:
+        result = await _write_batch(resources, raw, chosen)
+    except NoValidReadings as refused:
+        # Nothing was written, but each reading was judged and refused.
+        instruments.count_rows(IngestSource.LIVE, rejected=refused.rejected_count)
+        raise
+    instruments.count_rows(
+        IngestSource.LIVE,
+        inserted=result.inserted,
+        duplicate=result.duplicate,
+        rejected=result.rejected_count,
+    )
+    return result
+
+
+async def _write_batch(resources: Resources, raw: bytes, chosen: BodyFormat) -> LiveWriteResult:
+    settings = resources.settings
     batch = await parse_body(raw, chosen, settings)
     async with resources.metadata_pool.acquire() as connection:
         records = await repository.fetch_writable_sensors(

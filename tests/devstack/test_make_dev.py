@@ -99,6 +99,9 @@ def test_make_dev_serves_a_ready_api_and_stops_what_it_started(
     assert f"http://127.0.0.1:{api_port}/docs" in text
     assert "starting SeaweedFS" in text
     assert "uploaded" in text
+    # Text logs for people: the app's access line with the request id, not uvicorn's.
+    assert " INFO app.access: GET /docs 200 " in text
+    assert '"GET /docs HTTP/1.1" 200' not in text
     api_key = (tmp_path / ".dev/api_key").read_text().strip()
     assert api_key in text
     # The CLI in another terminal reaches the same stack through .dev/env.
