@@ -41,6 +41,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint
         tmp_path_factory.mktemp("seaweed"),
         access_key="sensor-test",
         secret_key=secrets.token_urlsafe(16),
+        max_volumes=4000,  # a fresh bucket per ingestion test
     )
     with server:
         yield S3Endpoint(server.endpoint_url, server.access_key, server.secret_key)

@@ -60,7 +60,13 @@ class SeaweedServer:
         secret_key: str,
         host: str = "127.0.0.1",
         s3_port: int | None = None,
+        max_volumes: int | None = None,
     ) -> None:
+        """`max_volumes`: SeaweedFS gives every bucket volumes of its own, and its default
+        limit (derived from free disk space) refused the 77th bucket's first object on this
+        machine; a test run makes more buckets than that. Volumes are sparse files, so a
+        higher limit costs no disk."""
+        self.max_volumes = max_volumes
         self.data_dir = data_dir
         self.access_key = access_key
         self.secret_key = secret_key
@@ -104,6 +110,7 @@ class SeaweedServer:
             f"-ip.bind={self.host}",
             *ports,
             "-webdav=false",
+            *([f"-volume.max={self.max_volumes}"] if self.max_volumes else []),
             "-admin.ui=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
