@@ -67,18 +67,18 @@ COPY_TUPLE: Final = np.dtype(
 PG_EPOCH_US: Final = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
 _US_PER_SECOND: Final = 1_000_000
 _US_PER_DAY: Final = 86_400 * _US_PER_SECOND
-_NAT: Final = np.iinfo(np.int64).min  # pandas' NaT as int64
+NAT: Final = np.iinfo(np.int64).min  # pandas' NaT as int64
 
 # Plain decimal notation. Arrow's float parser alone would also take "inf" and "nan", which
 # are rejected anyway, and rounds exactly like Python's float().
 _DECIMAL_PATTERN: Final = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
-_UUID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+UUID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 # Only a hint for which cast to try first on a block with mixed timestamp styles: Arrow's
 # ISO 8601 cast itself decides what is valid (an offset needs a tz-aware target type).
-_ENDS_WITH_OFFSET: Final = r":\d\d(?:\.\d*)?(?:Z|[+-]\d\d(?::?\d\d)?)$"
-_OFFSET_SUFFIX: Final = re.compile(_ENDS_WITH_OFFSET)
-_UTC_MICROS: Final = pa.timestamp("us", tz="UTC")
-_NAIVE_MICROS: Final = pa.timestamp("us")
+ENDS_WITH_OFFSET: Final = r":\d\d(?:\.\d*)?(?:Z|[+-]\d\d(?::?\d\d)?)$"
+_OFFSET_SUFFIX: Final = re.compile(ENDS_WITH_OFFSET)
+UTC_MICROS: Final = pa.timestamp("us", tz="UTC")
+NAIVE_MICROS: Final = pa.timestamp("us")
 
 _DELIMITER_CANDIDATES: Final = (";", ",", "\t")
 _NEWLINE: Final = ord("\n")
@@ -335,7 +335,7 @@ class ReadingsBlockParser:
 
         normalised = sorted({known.strip().lower() for known in known_uuids})
         self._known_uuids = pa.array(normalised, pa.string())
-        canonical = _to_bool(pc.match_substring_regex(self._known_uuids, _UUID_PATTERN))
+        canonical = arrow_to_bool(pc.match_substring_regex(self._known_uuids, UUID_PATTERN))
         if not canonical.all():
             malformed = [normalised[i] for i in np.flatnonzero(~canonical)[:5].tolist()]
             raise ValueError(f"malformed known uuid(s): {', '.join(malformed)}")
@@ -495,7 +495,7 @@ class ReadingsBlockParser:
         # on failure the slow route splits the rows instead of trying the other style on all.
         naive = not (count and _OFFSET_SUFFIX.search(texts[0].as_py().strip()))
         try:
-            micros = _to_int64(pc.cast(texts, _NAIVE_MICROS if naive else _UTC_MICROS))
+            micros = _to_int64(pc.cast(texts, NAIVE_MICROS if naive else UTC_MICROS))
         except pa.ArrowInvalid:
             return _parse_mixed_timestamps(texts)
         return _Timestamps(
@@ -514,14 +514,14 @@ class ReadingsBlockParser:
         walls = timestamps.walls[naive_rows]
         instants = _localize_walls(walls, self._zone, ambiguous="NaT")
         timestamps.instants[naive_rows] = instants
-        unresolved = np.flatnonzero(instants == _NAT)
+        unresolved = np.flatnonzero(instants == NAT)
         ambiguous = np.zeros(naive_rows.size, np.bool_)
         if unresolved.size:
             # Localising both ways tells the repeated hour (two answers) from the skipped
             # one (none), and gives both candidate instants of every repeated wall time.
             as_summer = _localize_walls(walls[unresolved], self._zone, ambiguous=True)
             as_winter = _localize_walls(walls[unresolved], self._zone, ambiguous=False)
-            repeated = (as_summer != _NAT) & (as_winter != _NAT)
+            repeated = (as_summer != NAT) & (as_winter != NAT)
             ambiguous[unresolved[repeated]] = True
             self._resolve_repeated(
                 outcome,
@@ -591,10 +591,10 @@ class ReadingsBlockParser:
         if found.null_count == 0:
             return _to_int64(found), malformed, unknown
         # Rare rows (other case, whitespace, garbage): normalise once per distinct text.
-        missing = np.flatnonzero(_to_bool(found.is_null()))
+        missing = np.flatnonzero(arrow_to_bool(found.is_null()))
         distinct = pc.dictionary_encode(texts.take(pa.array(missing)))
         normalised = pc.utf8_lower(pc.utf8_trim_whitespace(distinct.dictionary))
-        well_formed = _to_bool(pc.match_substring_regex(normalised, _UUID_PATTERN))
+        well_formed = arrow_to_bool(pc.match_substring_regex(normalised, UUID_PATTERN))
         refound = pc.index_in(normalised, value_set=self._known_uuids)
         per_distinct = _to_int64(pc.fill_null(refound, -1))
         codes = _to_int64(distinct.indices)
@@ -905,7 +905,7 @@ def _to_int64(array: Any) -> IntArray:
     return result
 
 
-def _to_bool(array: Any) -> BoolArray:
+def arrow_to_bool(array: Any) -> BoolArray:
     result: BoolArray = np.asarray(
         pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=np.bool_
     )
@@ -924,10 +924,10 @@ def _parse_values(values: Any) -> npt.NDArray[np.float64]:
         )
         return parsed  # nulls (empty cells) come out as NaN
     trimmed = pc.utf8_trim_whitespace(values)
-    numeric = np.flatnonzero(_to_bool(pc.match_substring_regex(trimmed, _DECIMAL_PATTERN)))
+    numeric = np.flatnonzero(arrow_to_bool(pc.match_substring_regex(trimmed, _DECIMAL_PATTERN)))
     result = np.full(len(values), np.nan)
     if numeric.size:
-        cast = _cast_where_possible(trimmed.take(pa.array(numeric)), pa.float64())
+        cast = cast_where_possible(trimmed.take(pa.array(numeric)), pa.float64())
         result[numeric] = np.asarray(cast.to_numpy(zero_copy_only=False), dtype=np.float64)
     return result
 
@@ -942,19 +942,19 @@ def _parse_mixed_timestamps(texts: Any) -> _Timestamps:
         unparseable=np.ones(count, np.bool_),
     )
     trimmed = pc.utf8_trim_whitespace(texts)
-    offset_hint = _to_bool(pc.match_substring_regex(trimmed, _ENDS_WITH_OFFSET))
+    offset_hint = arrow_to_bool(pc.match_substring_regex(trimmed, ENDS_WITH_OFFSET))
     for hinted, styles in (
-        (offset_hint, (_UTC_MICROS, _NAIVE_MICROS)),
-        (~offset_hint, (_NAIVE_MICROS, _UTC_MICROS)),
+        (offset_hint, (UTC_MICROS, NAIVE_MICROS)),
+        (~offset_hint, (NAIVE_MICROS, UTC_MICROS)),
     ):
         rows = np.flatnonzero(hinted)
         for target in styles:
             if rows.size == 0:
                 break
-            cast = _cast_where_possible(trimmed.take(pa.array(rows)), target)
-            ok = _to_bool(cast.is_valid())
+            cast = cast_where_possible(trimmed.take(pa.array(rows)), target)
+            ok = arrow_to_bool(cast.is_valid())
             micros = _to_int64(pc.fill_null(cast.cast(pa.int64()), 0))
-            naive = target == _NAIVE_MICROS
+            naive = target == NAIVE_MICROS
             (parsed.walls if naive else parsed.instants)[rows[ok]] = micros[ok]
             parsed.naive[rows[ok]] = naive
             parsed.unparseable[rows[ok]] = False
@@ -962,7 +962,7 @@ def _parse_mixed_timestamps(texts: Any) -> _Timestamps:
     return parsed
 
 
-def _cast_where_possible(strings: Any, target: Any) -> Any:
+def cast_where_possible(strings: Any, target: Any) -> Any:
     """Cast, turning only the elements Arrow cannot parse into nulls.
 
     Arrow's cast fails as a whole, so halve until the failures are isolated: a few bad
@@ -976,8 +976,8 @@ def _cast_where_possible(strings: Any, target: Any) -> Any:
         half = len(strings) // 2
         return pa.concat_arrays(
             [
-                _cast_where_possible(strings.slice(0, half), target),
-                _cast_where_possible(strings.slice(half), target),
+                cast_where_possible(strings.slice(0, half), target),
+                cast_where_possible(strings.slice(half), target),
             ]
         )
 
@@ -1093,7 +1093,7 @@ class _RepeatedHourOrder:
         plain_rows: IntArray,
     ) -> tuple[BoolArray, BoolArray]:
         progress = self.hours.setdefault(
-            transition, _RepeatedHourProgress(highest_wall=_NAT, wall_went_back=False)
+            transition, _RepeatedHourProgress(highest_wall=NAT, wall_went_back=False)
         )
         hour_walls = walls[rows]
         highest_before = np.maximum.accumulate(

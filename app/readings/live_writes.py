@@ -49,13 +49,20 @@ from app.ingest.parsing import (
     COPY_HEADER,
     COPY_TRAILER,
     COPY_TUPLE,
+    ENDS_WITH_OFFSET,
+    NAIVE_MICROS,
+    NAT,
     PG_EPOCH_US,
+    UTC_MICROS,
     UTF8_BOM,
+    UUID_PATTERN,
     AmbiguousRule,
     CsvLayout,
     FileRejected,
     NonexistentRule,
     ReadingsBlockParser,
+    arrow_to_bool,
+    cast_where_possible,
     detect_layout,
     encode_copy_tuples,
 )
@@ -106,11 +113,6 @@ _MEDIA_TYPES: Final = {
 }
 
 _UNIX_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_NAT: Final = np.iinfo(np.int64).min
-_UTC_MICROS: Final = pa.timestamp("us", tz="UTC")
-_NAIVE_MICROS: Final = pa.timestamp("us")
-_ENDS_WITH_OFFSET: Final = r":\d\d(?:\.\d*)?(?:Z|[+-]\d\d(?::?\d\d)?)$"
-_UUID_PATTERN: Final = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _UUID_BYTES: Final = re.compile(
     rb"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 )
@@ -265,13 +267,6 @@ def _flag(codes: CodeArray, mask: BoolArray, code: int) -> None:
     codes[(codes == _OK) & mask] = code
 
 
-def _to_bool(array: Any) -> BoolArray:
-    result: BoolArray = np.asarray(
-        pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=np.bool_
-    )
-    return result
-
-
 def _to_int64(array: Any, null: int) -> IntArray:
     result: IntArray = np.asarray(
         pc.fill_null(array.cast(pa.int64()), null).to_numpy(zero_copy_only=False),
@@ -300,43 +295,26 @@ def parse_timestamps(
     instants = np.zeros(count, np.int64)
     codes = np.zeros(count, np.uint8)
     trimmed = pc.utf8_trim_whitespace(texts)
-    present = _to_bool(trimmed.is_valid())
+    present = arrow_to_bool(trimmed.is_valid())
     codes[~present] = _BAD_TIMESTAMP
-    with_offset = _to_bool(pc.match_substring_regex(trimmed, _ENDS_WITH_OFFSET))
+    with_offset = arrow_to_bool(pc.match_substring_regex(trimmed, ENDS_WITH_OFFSET))
     for rows, target in (
-        (np.flatnonzero(present & with_offset), _UTC_MICROS),
-        (np.flatnonzero(present & ~with_offset), _NAIVE_MICROS),
+        (np.flatnonzero(present & with_offset), UTC_MICROS),
+        (np.flatnonzero(present & ~with_offset), NAIVE_MICROS),
     ):
         if rows.size == 0:
             continue
         subset = trimmed if rows.size == count else trimmed.take(pa.array(rows))
-        cast = _cast_where_possible(subset, target)
-        parsed = _to_bool(cast.is_valid())
+        cast = cast_where_possible(subset, target)
+        parsed = arrow_to_bool(cast.is_valid())
         micros = _to_int64(cast, 0)[parsed]
         codes[rows[~parsed]] = _BAD_TIMESTAMP
         good = rows[parsed]
-        if target is _UTC_MICROS:
+        if target is UTC_MICROS:
             instants[good] = micros
         else:
             instants[good], codes[good] = _localize(micros, zone, ambiguous, nonexistent)
     return instants, codes
-
-
-def _cast_where_possible(strings: Any, target: Any) -> Any:
-    """Cast, turning only the elements Arrow cannot parse into nulls (halving the slice
-    around failures: a few bad rows cost a few extra casts)."""
-    try:
-        return pc.cast(strings, target)
-    except pa.ArrowInvalid:
-        if len(strings) <= 1:
-            return pa.nulls(len(strings), target)
-        half = len(strings) // 2
-        return pa.concat_arrays(
-            [
-                _cast_where_possible(strings.slice(0, half), target),
-                _cast_where_possible(strings.slice(half), target),
-            ]
-        )
 
 
 def _localize(
@@ -348,7 +326,7 @@ def _localize(
     instants = np.array(localized.as_unit("us").asi8, dtype=np.int64)
     codes = np.zeros(walls.size, np.uint8)
     # Only rows of a repeated or skipped hour are left, normally none.
-    for row in np.flatnonzero(instants == _NAT).tolist():
+    for row in np.flatnonzero(instants == NAT).tolist():
         wall = datetime(1970, 1, 1) + timedelta(microseconds=int(walls[row]))
         first, second = wall.replace(tzinfo=zone, fold=0), wall.replace(tzinfo=zone, fold=1)
         first_offset, second_offset = first.utcoffset(), second.utcoffset()
@@ -419,7 +397,7 @@ def _string_column(values: list[Any]) -> tuple[Any, BoolArray]:
         return pa.array(values, pa.string()), np.ones(len(values), np.bool_)
     if kinds <= _OPTIONAL_STRINGS:
         strings = pa.array(values, pa.string())
-        return strings, _to_bool(strings.is_valid())
+        return strings, arrow_to_bool(strings.is_valid())
     given = np.array([value is not None for value in values], dtype=np.bool_)
     return pa.array([v if type(v) is str else None for v in values], pa.string()), given
 
@@ -465,9 +443,9 @@ class JsonBatch:
         raw_uuids, has_uuid = _string_column([row.get("sensor_uuid") for row in rows])
         _flag(codes, ~has_name & ~has_uuid, _NO_SENSOR)
         _flag(codes, has_name & has_uuid, _BOTH_SENSORS)
-        _flag(codes, has_name & ~_to_bool(self._names.is_valid()), _BAD_NAME)
+        _flag(codes, has_name & ~arrow_to_bool(self._names.is_valid()), _BAD_NAME)
         self._uuid_texts = pc.utf8_lower(pc.utf8_trim_whitespace(raw_uuids))
-        canonical = _to_bool(pc.match_substring_regex(self._uuid_texts, _UUID_PATTERN))
+        canonical = arrow_to_bool(pc.match_substring_regex(self._uuid_texts, UUID_PATTERN))
         _flag(codes, has_uuid & ~canonical, _MALFORMED_UUID)
         self._by_name = has_name
 
@@ -633,7 +611,7 @@ class CsvBatch:
                 raise _too_many_rows(table.num_rows, self._settings.live_write_max_rows)
             distinct = pc.unique(table.column(column).combine_chunks())
         normalised = pc.unique(pc.utf8_lower(pc.utf8_trim_whitespace(distinct)))
-        canonical = pc.match_substring_regex(normalised, _UUID_PATTERN)
+        canonical = pc.match_substring_regex(normalised, UUID_PATTERN)
         texts: list[str] = normalised.filter(canonical).to_pylist()
         return texts
 
