@@ -335,7 +335,7 @@ async def direct(
                 pass
             else:
                 return fleet.summary(slot)  # as the service takes it from its own parse
-        rows = await repository.insert_new_readings(connection, payload)
+        rows = await ingest_repository.merge_readings(connection, payload)
         return [(r["sensor_uuid"], r["first_ts"], r["last_ts"], r["count"]) for r in rows]
 
     async def send(slot: int, payload: bytes, load: Load) -> None:

@@ -66,7 +66,12 @@ from app.ingest.parsing import (
     detect_layout,
     encode_copy_tuples,
 )
-from app.ingest.repository import add_to_sensor_stats, copy_readings, ensure_partitions
+from app.ingest.repository import (
+    add_to_sensor_stats,
+    copy_readings,
+    ensure_partitions,
+    merge_readings,
+)
 from app.metrics import instruments
 from app.metrics.instruments import IngestSource
 from app.readings import repository
@@ -757,7 +762,7 @@ async def _store(
                     if prepared.accepted == 0:
                         raise prepared.no_valid_readings()
                 if staged:
-                    rows = await repository.insert_new_readings(connection, prepared.payload)
+                    rows = await merge_readings(connection, prepared.payload)
                     inserted = [
                         (r["sensor_uuid"], r["first_ts"], r["last_ts"], r["count"]) for r in rows
                     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
@@ -114,39 +114,3 @@ async def deleted_sensor_uuids(connection: Connection, uuids: Sequence[UUID]) ->
         "SELECT sensor_uuid FROM deleted_sensors WHERE sensor_uuid = ANY($1::uuid[])", uuids
     )
     return {row["sensor_uuid"] for row in rows}
-
-
-async def _once(payload: bytes) -> AsyncIterator[bytes]:
-    yield payload
-
-
-async def insert_new_readings(connection: Connection, payload: bytes) -> list[asyncpg.Record]:
-    """Binary COPY `payload` (ts, sensor_uuid, value) into a staging table, then insert
-    what is not stored yet; a stored (sensor_uuid, ts) keeps its value. Returns
-    (sensor_uuid, count, first_ts, last_ts) of the inserted rows. Inside a transaction
-    only: the staging table empties itself at commit."""
-    await connection.execute(
-        """
-        CREATE TEMP TABLE IF NOT EXISTS live_readings_incoming
-            (ts timestamptz, sensor_uuid uuid, value double precision)
-        ON COMMIT DELETE ROWS
-        """
-    )
-    await connection.copy_to_table(
-        "live_readings_incoming",
-        source=_once(payload),
-        columns=("ts", "sensor_uuid", "value"),
-        format="binary",
-    )
-    return await connection.fetch(
-        """
-        WITH inserted AS (
-            INSERT INTO readings (ts, sensor_uuid, value)
-            SELECT ts, sensor_uuid, value FROM live_readings_incoming
-            ON CONFLICT (sensor_uuid, ts) DO NOTHING
-            RETURNING sensor_uuid, ts
-        )
-        SELECT sensor_uuid, count(*) AS count, min(ts) AS first_ts, max(ts) AS last_ts
-        FROM inserted GROUP BY sensor_uuid
-        """
-    )
